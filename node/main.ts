@@ -1,0 +1,191 @@
+/**
+ * The composition root: builds a node's subsystems from its config, starts them in dependency
+ * order (store, NATS, HTTP, API last) and stops them in reverse (API first). Nothing else wires
+ * subsystems together; each takes only its own options.
+ */
+import { mkdir } from 'node:fs/promises'
+import path from 'node:path'
+import { timestampFromDate } from '@bufbuild/protobuf/wkt'
+import { NodeService } from '../proto/gen/fabric/v1/node_pb.ts'
+import { ApiServer, nodeServiceImpl, type NodeStatusSource } from './api/index.ts'
+import type { Config } from './config/index.ts'
+import { FabricError } from './errors/index.ts'
+import { fabricVersion, resolveNodeId } from './identity/index.ts'
+import { HttpServer } from './http/index.ts'
+import type { Service } from './lifecycle/index.ts'
+import type { Logger } from './log/index.ts'
+import { Metrics } from './metrics/index.ts'
+import { NatsService } from './nats/index.ts'
+import { diskUsage, Store } from './store/index.ts'
+
+export interface NodeAddresses {
+  api: string
+  http: string
+  /** Client URL of the NATS server in use, without credentials. */
+  nats: string
+}
+
+export class FabricNode {
+  readonly version = fabricVersion()
+  readonly metrics = new Metrics()
+  private readonly started: Service[] = []
+  private startedAt: Date | undefined
+  private startedAtMono = 0
+  private id: string | undefined
+  private store: Store | undefined
+  private nats: NatsService | undefined
+  private http: HttpServer | undefined
+  private api: ApiServer | undefined
+  private starting: Promise<void> | undefined
+  private stopping: Promise<void> | undefined
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  get nodeId(): string {
+    if (!this.id) throw new Error('node not started')
+    return this.id
+  }
+
+  /** Where the node listens; valid once start() resolved. */
+  get addresses(): NodeAddresses {
+    if (!this.api || !this.http || !this.nats) throw new Error('node not started')
+    return { api: this.api.address, http: this.http.address, nats: this.nats.url }
+  }
+
+  /** Starts every subsystem; on failure stops what did start and rethrows. Safe to call twice. */
+  start(): Promise<void> {
+    this.starting ??= this.doStart().catch(async (err: unknown) => {
+      await this.stopStarted()
+      throw err
+    })
+    return this.starting
+  }
+
+  /** Stops in reverse order of start. Safe to call twice, also during start. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.starting?.catch(() => undefined)
+      await this.stopStarted()
+      this.log.info('node stopped')
+    })()
+    return this.stopping
+  }
+
+  /** For a forced exit: kills the embedded nats-server synchronously. */
+  killNow(): void {
+    this.nats?.killNow()
+  }
+
+  private async doStart(): Promise<void> {
+    const c = this.config
+    await mkdir(c.node.dataDir, { recursive: true }).catch((cause: Error) => {
+      throw FabricError.failedPrecondition(`node.data_dir: cannot create ${c.node.dataDir}: ${cause.message}`, { cause, details: { key: 'node.data_dir' } })
+    })
+    this.id = await resolveNodeId(c.node.dataDir, c.node.id)
+    this.startedAt = new Date()
+    this.startedAtMono = performance.now()
+    const log = this.log
+    log.info({ nodeId: this.id, site: c.node.site, version: this.version, dataDir: c.node.dataDir }, 'node starting')
+
+    this.store = new Store({ dir: path.join(c.node.dataDir, 'store'), log: log.child({ subsystem: 'store' }) })
+    this.nats = new NatsService(
+      c.nats.url === undefined
+        ? {
+            mode: 'embedded',
+            dir: path.join(c.node.dataDir, 'nats'),
+            binary: c.nats.binary,
+            serverName: this.id,
+            domain: c.node.site,
+            host: '127.0.0.1',
+            port: c.nats.port,
+            clientName: `fabric-node-${this.id}`,
+            log: log.child({ subsystem: 'nats' }),
+          }
+        : { mode: 'external', url: c.nats.url, clientName: `fabric-node-${this.id}`, domain: c.node.site, log: log.child({ subsystem: 'nats' }) },
+    )
+    this.http = new HttpServer({
+      listen: c.http.listen,
+      log: log.child({ subsystem: 'http' }),
+      metrics: () => this.metrics.scrape(),
+      readiness: () => this.readiness(),
+    })
+    this.api = new ApiServer({
+      listen: c.api.listen,
+      log: log.child({ subsystem: 'api' }),
+      observe: this.observeCalls(),
+      shutdownGraceMs: Math.max(1_000, Math.floor(c.node.shutdownTimeoutMs / 2)),
+    }).add(NodeService, nodeServiceImpl(this.statusSource()))
+    this.registerMetrics()
+
+    for (const service of [this.store, this.nats, this.http, this.api]) {
+      if (this.stopping) throw FabricError.unavailable('node is stopping')
+      await service.start()
+      this.started.push(service)
+    }
+    log.info({ nodeId: this.id, ...this.addresses }, 'node ready')
+  }
+
+  private async stopStarted(): Promise<void> {
+    while (this.started.length > 0) {
+      const service = this.started.pop()!
+      await service.stop().catch((err: unknown) => this.log.error({ err, service: service.name }, 'stop failed'))
+    }
+  }
+
+  private readiness(): Record<string, boolean> {
+    const running = (s: Service | undefined) => s !== undefined && this.started.includes(s) && !this.stopping
+    return { store: running(this.store), nats: running(this.nats) && this.nats!.connected, api: running(this.api) }
+  }
+
+  private uptimeMs(): number {
+    return this.startedAt ? Math.floor(performance.now() - this.startedAtMono) : 0
+  }
+
+  private statusSource(): NodeStatusSource {
+    return async () => {
+      const [nats, bytesUsed, storeBytes] = await Promise.all([this.nats!.status(), diskUsage(this.config.node.dataDir), this.store!.bytesUsed()])
+      return {
+        nodeId: this.nodeId,
+        site: this.config.node.site,
+        version: this.version,
+        startedAt: timestampFromDate(this.startedAt!),
+        uptimeMs: BigInt(this.uptimeMs()),
+        ready: Object.values(this.readiness()).every(Boolean),
+        nats: { ...nats, jetstreamBytes: BigInt(nats.jetstreamBytes) },
+        storage: { dataDir: this.config.node.dataDir, bytesUsed: BigInt(bytesUsed), storeBytes: BigInt(storeBytes) },
+      }
+    }
+  }
+
+  private registerMetrics(): void {
+    const m = this.metrics
+    m.gauge('fabric_info', 'Constant 1, labelled with what this node is.', { labelNames: ['node_id', 'site', 'version'] }).set(
+      { node_id: this.nodeId, site: this.config.node.site, version: this.version },
+      1,
+    )
+    m.gauge('fabric_uptime_seconds', 'Seconds since this node started.', { collect: (g) => g.set(this.uptimeMs() / 1000) })
+    m.gauge('fabric_ready', '1 when every subsystem is up and NATS is connected (as /readyz).', {
+      collect: (g) => g.set(Object.values(this.readiness()).every(Boolean) ? 1 : 0),
+    })
+    m.gauge('fabric_nats_connected', '1 while the node is connected to NATS.', { collect: (g) => g.set(this.nats?.connected ? 1 : 0) })
+    m.gauge('fabric_nats_server_restarts', 'Times the embedded nats-server was restarted after exiting unexpectedly.', {
+      collect: (g) => g.set(this.nats?.restarts ?? 0),
+    })
+    m.gauge('fabric_store_bytes', 'Bytes the LevelDB store uses on disk.', { collect: async (g) => g.set((await this.store?.bytesUsed()) ?? 0) })
+    m.gauge('fabric_data_dir_bytes', 'Bytes used on disk under the data dir.', { collect: async (g) => g.set(await diskUsage(this.config.node.dataDir)) })
+  }
+
+  private observeCalls() {
+    const requests = this.metrics.counter('fabric_grpc_requests_total', 'gRPC calls served, by method and status code.', ['method', 'code'])
+    const duration = this.metrics.histogram('fabric_grpc_request_duration_seconds', 'gRPC call duration in seconds, by method.', ['method'], [
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ])
+    return (method: string, code: number, durationMs: number) => {
+      requests.inc({ method, code: String(code) })
+      duration.observe({ method }, durationMs / 1000)
+    }
+  }
+}

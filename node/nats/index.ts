@@ -1,0 +1,195 @@
+/**
+ * The node's NATS: either its own supervised nats-server (embedded, the default) or an external
+ * deployment ([nats] url). Only this folder knows nats.js and nats-server configs; the rest of the
+ * node gets a connected client and a status.
+ */
+import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { FabricError, messageOf } from '../errors/index.ts'
+import { Lifecycle, type Service } from '../lifecycle/index.ts'
+import { redactUrl, type Logger } from '../log/index.ts'
+import { NatsSupervisor } from './supervisor.ts'
+
+export { renderServerConfig, type EmbeddedServerOptions } from './server-config.ts'
+export { findExecutable } from './which.ts'
+export type { NatsConnection } from '@nats-io/transport-node'
+
+export type NatsOptions =
+  | {
+      mode: 'embedded'
+      /** Directory for the server's config, pid/ports files and JetStream store. */
+      dir: string
+      binary: string
+      serverName: string
+      /** JetStream domain (the site). */
+      domain: string
+      host: string
+      port: number
+      log: Logger
+      /** Name the client announces to the server. */
+      clientName: string
+      startTimeoutMs?: number
+      stopTimeoutMs?: number
+    }
+  | {
+      mode: 'external'
+      url: string
+      log: Logger
+      clientName: string
+      /** JetStream domain to address; undefined uses the server's own. */
+      domain?: string | undefined
+      connectTimeoutMs?: number
+    }
+
+export interface NatsStatus {
+  connected: boolean
+  mode: 'embedded' | 'external'
+  /** Without credentials. */
+  url: string
+  serverVersion: string
+  jetstream: boolean
+  domain: string
+  restarts: number
+  jetstreamBytes: number
+}
+
+export class NatsService implements Service {
+  readonly name = 'nats'
+  private readonly lifecycle = new Lifecycle(() => this.doStart(), () => this.doStop())
+  private readonly supervisor: NatsSupervisor | undefined
+  private nc: NatsConnection | undefined
+  private isConnected = false
+
+  constructor(private readonly o: NatsOptions) {
+    if (o.mode === 'embedded') {
+      this.supervisor = new NatsSupervisor({
+        dir: o.dir,
+        binary: o.binary,
+        serverName: o.serverName,
+        domain: o.domain,
+        host: o.host,
+        port: o.port,
+        log: o.log,
+        startTimeoutMs: o.startTimeoutMs,
+        stopTimeoutMs: o.stopTimeoutMs,
+      })
+    }
+  }
+
+  start(): Promise<void> {
+    return this.lifecycle.start()
+  }
+
+  stop(): Promise<void> {
+    return this.lifecycle.stop()
+  }
+
+  /** The connected client. Throws UNAVAILABLE before start. */
+  get connection(): NatsConnection {
+    if (!this.nc) throw FabricError.unavailable('NATS is not connected yet')
+    return this.nc
+  }
+
+  get connected(): boolean {
+    return this.isConnected
+  }
+
+  /** Client URL of the server in use, without credentials. */
+  get url(): string {
+    return redactUrl(this.supervisor?.url ?? (this.o.mode === 'external' ? this.o.url : ''))
+  }
+
+  /** Times the embedded nats-server was restarted after exiting unexpectedly. */
+  get restarts(): number {
+    return this.supervisor?.restarts ?? 0
+  }
+
+  /** Pid of the embedded nats-server while it runs. */
+  get serverPid(): number | undefined {
+    return this.supervisor?.pid
+  }
+
+  private async doStart(): Promise<void> {
+    const o = this.o
+    const url = this.supervisor ? await this.supervisor.start() : (o as { url: string }).url
+    const authenticator = this.supervisor ? nkeyAuthenticator(this.supervisor.seed) : undefined
+    try {
+      this.nc = await connect({
+        servers: url,
+        name: o.clientName,
+        ...(authenticator ? { authenticator } : {}),
+        // A node never gives up on its NATS: an embedded server is restarted by the supervisor,
+        // an external one by its operators. Reads keep working from the local store meanwhile.
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        timeout: o.mode === 'external' ? (o.connectTimeoutMs ?? 10_000) : 10_000,
+      })
+    } catch (cause) {
+      await this.supervisor?.stop()
+      throw FabricError.unavailable(`cannot connect to NATS at ${redactUrl(url)}: ${messageOf(cause)}`, { cause, details: { url: redactUrl(url) } })
+    }
+    this.isConnected = true
+    this.watchStatus(this.nc)
+    o.log.info({ url: redactUrl(url), mode: o.mode, serverVersion: this.nc.info?.version }, 'connected to NATS')
+  }
+
+  private watchStatus(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') {
+          this.isConnected = false
+          this.o.log.warn('NATS connection lost; reconnecting')
+        } else if (s.type === 'reconnect') {
+          this.isConnected = true
+          this.o.log.info('NATS connection restored')
+        }
+      }
+    })().catch(() => undefined)
+    void nc.closed().then(() => {
+      this.isConnected = false
+    })
+  }
+
+  private async doStop(): Promise<void> {
+    const nc = this.nc
+    if (nc && !nc.isClosed()) {
+      // Drain lets in-flight publishes and subscriptions finish; bounded so a dead server cannot
+      // hold the shutdown.
+      await Promise.race([nc.drain().catch(() => undefined), new Promise((r) => setTimeout(r, 3_000).unref())])
+      if (!nc.isClosed()) await nc.close().catch(() => undefined)
+    }
+    this.isConnected = false
+    await this.supervisor?.stop()
+  }
+
+  /** Kills the embedded server synchronously; for a forced exit only. */
+  killNow(): void {
+    this.supervisor?.killNow()
+  }
+
+  /** A live view: asks the server for JetStream account info (bounded by timeoutMs). */
+  async status(timeoutMs = 1_000): Promise<NatsStatus> {
+    const o = this.o
+    const nc = this.nc
+    const base: NatsStatus = {
+      connected: this.isConnected,
+      mode: o.mode,
+      url: this.url,
+      serverVersion: nc?.info?.version ?? '',
+      jetstream: false,
+      domain: '',
+      restarts: this.restarts,
+      jetstreamBytes: 0,
+    }
+    if (!nc || !this.isConnected) return base
+    try {
+      const domain = o.domain
+      const jsm = await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false, ...(domain ? { domain } : {}) })
+      const info = await jsm.getAccountInfo()
+      return { ...base, jetstream: true, domain: info.domain ?? domain ?? '', jetstreamBytes: info.storage }
+    } catch (err) {
+      this.o.log.debug({ err: messageOf(err) }, 'JetStream account info unavailable')
+      return base
+    }
+  }
+}
