@@ -1,3 +1,5 @@
+import { isIPv4, isIPv6 } from 'node:net'
+
 /** A listen or dial address. `port` 0 asks the OS for a free port (tests use it). */
 export interface HostPort {
   readonly host: string
@@ -5,7 +7,6 @@ export interface HostPort {
 }
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
 
 /** Parses "host:port" or "[v6]:port"; returns undefined when it is not one. */
 export function parseHostPort(text: string): HostPort | undefined {
@@ -14,8 +15,10 @@ export function parseHostPort(text: string): HostPort | undefined {
   const port = Number(m[3])
   if (port > 65535) return undefined
   const host = m[1] ?? m[2] ?? ''
-  if (m[1] === undefined && !IPV4.test(host) && !HOSTNAME.test(host)) return undefined
-  return { host, port }
+  if (m[1] !== undefined) return isIPv6(host) ? { host, port } : undefined
+  // All digits and dots is meant as an IPv4 address, not a host name: 300.1.1.1 is an error.
+  const valid = /^[\d.]+$/.test(host) ? isIPv4(host) : HOSTNAME.test(host)
+  return valid ? { host, port } : undefined
 }
 
 export function formatHostPort({ host, port }: HostPort): string {

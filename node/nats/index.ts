@@ -113,11 +113,13 @@ export class NatsService implements Service {
     const o = this.o
     const url = this.supervisor ? await this.supervisor.start() : (o as { url: string }).url
     const authenticator = this.supervisor ? nkeyAuthenticator(this.supervisor.seed) : undefined
+    const { server, user, pass } = splitCredentials(url)
     try {
       this.nc = await connect({
-        servers: url,
+        servers: server,
         name: o.clientName,
         ...(authenticator ? { authenticator } : {}),
+        ...(user !== undefined ? { user, pass } : {}),
         // A node never gives up on its NATS: an embedded server is restarted by the supervisor,
         // an external one by its operators. Reads keep working from the local store meanwhile.
         maxReconnectAttempts: -1,
@@ -191,5 +193,16 @@ export class NatsService implements Service {
       this.o.log.debug({ err: messageOf(err) }, 'JetStream account info unavailable')
       return base
     }
+  }
+}
+
+/** nats.js takes credentials as options, not in the URL: "nats://u:p@h:4222" -> server, user, pass. */
+function splitCredentials(url: string): { server: string; user?: string; pass?: string } {
+  try {
+    const u = new URL(url)
+    if (!u.username) return { server: url }
+    return { server: redactUrl(url), user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) }
+  } catch {
+    return { server: url }
   }
 }

@@ -5,12 +5,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as delay } from 'node:timers/promises'
+import { stringify as stringifyToml } from 'smol-toml'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js')
@@ -130,8 +131,8 @@ export interface NodeProcess {
 }
 
 export interface StartNodeOptions {
-  /** TOML text appended to the harness's config (which sets free ports and the data dir). */
-  toml?: string
+  /** Config sections merged over the harness's own (free ports, data dir, debug JSON logs). */
+  config?: Record<string, Record<string, unknown>>
   /** Write no config file at all: the node runs on embedded defaults in `dir`. */
   defaults?: boolean
   /** Reuse a directory (for restarts on the same data dir). */
@@ -154,17 +155,15 @@ export async function startNode(t: Teardown, options: StartNodeOptions = {}): Pr
   let configFile: string | undefined
   if (!options.defaults) {
     configFile = path.join(dir, 'fabric.toml')
-    const toml = options.toml ?? ''
-    const base = [
-      ['node', `data_dir = ${JSON.stringify(dataDir)}`],
-      ['api', 'listen = "127.0.0.1:0"'],
-      ['http', 'listen = "127.0.0.1:0"'],
-      ['nats', 'port = 0'],
-      ['log', 'level = "debug"\nformat = "json"'],
-    ]
-    // Sections the test writes itself win over the harness's defaults for the same section.
-    const sections = base.filter(([name]) => !new RegExp(`^\\[${name}\\]`, 'm').test(toml)).map(([name, body]) => `[${name}]\n${body}\n`)
-    await writeFile(configFile, `${sections.join('\n')}\n${toml}\n`)
+    const config: Record<string, Record<string, unknown>> = {
+      node: { data_dir: dataDir },
+      api: { listen: '127.0.0.1:0' },
+      http: { listen: '127.0.0.1:0' },
+      nats: { port: 0 },
+      log: { level: 'debug', format: 'json' },
+    }
+    for (const [section, values] of Object.entries(options.config ?? {})) config[section] = { ...config[section], ...values }
+    await writeFile(configFile, stringifyToml(config))
   }
   const args = [CLI, 'node', 'start', ...(configFile ? ['--config', configFile] : [])]
   const child = spawn(process.execPath, args, {
@@ -303,4 +302,44 @@ export async function startNatsServer(t: Teardown, options: { domain?: string; a
       await exited
     },
   }
+}
+
+/**
+ * The TCP addresses a process listens on, read from /proc (Linux): its socket inodes matched
+ * against the kernel's tables of listening sockets. "127.0.0.1:7400", "[::]:80", ...
+ */
+export async function listeningAddresses(pid: number): Promise<string[]> {
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])
+  const inodes = new Set<string>()
+  for (const fd of fds) {
+    const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
+    const m = /^socket:\[(\d+)\]$/.exec(link)
+    if (m) inodes.add(m[1]!)
+  }
+  const out: string[] = []
+  for (const [file, v6] of [['/proc/net/tcp', false], ['/proc/net/tcp6', true]] as const) {
+    const rows = (await readFile(file, 'utf8').catch(() => '')).split('\n').slice(1)
+    for (const row of rows) {
+      const cols = row.trim().split(/\s+/)
+      if (cols.length < 10 || cols[3] !== '0A' || !inodes.has(cols[9]!)) continue // 0A = LISTEN
+      const [hexAddr, hexPort] = cols[1]!.split(':') as [string, string]
+      out.push(`${v6 ? `[${ipv6(hexAddr)}]` : ipv4(hexAddr)}:${parseInt(hexPort, 16)}`)
+    }
+  }
+  return out
+}
+
+function ipv4(hex: string): string {
+  // /proc/net/tcp prints the address as a little-endian 32-bit word.
+  return [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.')
+}
+
+function ipv6(hex: string): string {
+  const words: string[] = []
+  for (let i = 0; i < 32; i += 8) {
+    const w = hex.slice(i, i + 8)
+    const le = w.slice(6, 8) + w.slice(4, 6) + w.slice(2, 4) + w.slice(0, 2)
+    words.push(le.slice(0, 4), le.slice(4, 8))
+  }
+  return words.map((w) => parseInt(w, 16).toString(16)).join(':').replace(/(^|:)0(:0)+(:|$)/, '::')
 }
