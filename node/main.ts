@@ -6,8 +6,22 @@
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt'
+import { FileService } from '../proto/gen/fabric/v1/file_pb.ts'
+import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { NodeService } from '../proto/gen/fabric/v1/node_pb.ts'
-import { ApiServer, nodeServiceImpl, type NodeStatusSource } from './api/index.ts'
+import { StreamService } from '../proto/gen/fabric/v1/stream_pb.ts'
+import { TableService } from '../proto/gen/fabric/v1/table_pb.ts'
+import {
+  ApiServer,
+  fileServiceImpl,
+  namespaceServiceImpl,
+  nodeServiceImpl,
+  streamServiceImpl,
+  tableServiceImpl,
+  type NodeStatusSource,
+} from './api/index.ts'
+import { Catalog } from './catalog/index.ts'
+import { DataPlane } from './datasets/index.ts'
 import type { Config } from './config/index.ts'
 import { FabricError } from './errors/index.ts'
 import { fabricVersion, resolveNodeId } from './identity/index.ts'
@@ -34,6 +48,9 @@ export class FabricNode {
   private id: string | undefined
   private store: Store | undefined
   private nats: NatsService | undefined
+  private catalog: Catalog | undefined
+  private data: DataPlane | undefined
+  private domainServices: Service[] = []
   private http: HttpServer | undefined
   private api: ApiServer | undefined
   private starting: Promise<void> | undefined
@@ -106,6 +123,19 @@ export class FabricNode {
           }
         : { mode: 'external', url: c.nats.url, clientName: `fabric-node-${this.id}`, domain: c.node.site, log: log.child({ subsystem: 'nats' }) },
     )
+    const nats = this.nats
+    const logs = () => nats.logs()
+    const catalog = new Catalog({
+      store: this.store,
+      logs,
+      site: c.node.site,
+      log: log.child({ subsystem: 'catalog' }),
+      createVolumeLog: DataPlane.createVolumeLog(logs),
+      deleteVolumeLog: DataPlane.deleteVolumeLog(logs),
+    })
+    const data = new DataPlane({ store: this.store, catalog, logs, writerId: this.id, log: log.child({ subsystem: 'data' }) })
+    this.catalog = catalog
+    this.data = data
     this.http = new HttpServer({
       listen: c.http.listen,
       log: log.child({ subsystem: 'http' }),
@@ -117,10 +147,17 @@ export class FabricNode {
       log: log.child({ subsystem: 'api' }),
       observe: this.observeCalls(),
       shutdownGraceMs: Math.max(1_000, Math.floor(c.node.shutdownTimeoutMs / 2)),
-    }).add(NodeService, nodeServiceImpl(this.statusSource()))
+    })
+      .add(NodeService, nodeServiceImpl(this.statusSource()))
+      .add(NamespaceService, namespaceServiceImpl(catalog, data))
+      .add(TableService, tableServiceImpl(data))
+      .add(FileService, fileServiceImpl(data))
+      .add(StreamService, streamServiceImpl(data))
     this.registerMetrics()
 
-    for (const service of [this.store, this.nats, this.http, this.api]) {
+    const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })
+    this.domainServices = [domain('catalog', catalog), domain('data', data)]
+    for (const service of [this.store, this.nats, ...this.domainServices, this.http, this.api]) {
       if (this.stopping) throw FabricError.unavailable('node is stopping')
       await service.start()
       this.started.push(service)
@@ -137,7 +174,12 @@ export class FabricNode {
 
   private readiness(): Record<string, boolean> {
     const running = (s: Service | undefined) => s !== undefined && this.started.includes(s) && !this.stopping
-    return { store: running(this.store), nats: running(this.nats) && this.nats!.connected, api: running(this.api) }
+    return {
+      store: running(this.store),
+      nats: running(this.nats) && this.nats!.connected,
+      data: this.domainServices.length > 0 && this.domainServices.every(running),
+      api: running(this.api),
+    }
   }
 
   private uptimeMs(): number {

@@ -12,7 +12,7 @@ t.test('/metrics, /healthz and /readyz', async (t) => {
 
   const ready = await fetch(`${base}/readyz`)
   t.equal(ready.status, 200)
-  t.same(await ready.json(), { status: 'ready', checks: { store: true, nats: true, api: true } })
+  t.same(await ready.json(), { status: 'ready', checks: { store: true, nats: true, data: true, api: true } })
 
   t.equal((await runCli(['status', '--server', node.api])).code, 0) // one gRPC call to count
   const metrics = await fetch(`${base}/metrics`)

@@ -8,10 +8,12 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { FabricError, messageOf } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
 import { redactUrl, type Logger } from '../log/index.ts'
+import { Logs } from './logs.ts'
 import { NatsSupervisor } from './supervisor.ts'
 
 export { renderServerConfig, type EmbeddedServerOptions } from './server-config.ts'
 export { findExecutable } from './which.ts'
+export { DEDUP_WINDOW_MS, Logs, MAX_RECORD_BYTES, WrongLastSequence, type AppendOptions, type LogInfo, type LogMessage } from './logs.ts'
 export type { NatsConnection } from '@nats-io/transport-node'
 
 export type NatsOptions =
@@ -59,6 +61,7 @@ export class NatsService implements Service {
   private readonly supervisor: NatsSupervisor | undefined
   private nc: NatsConnection | undefined
   private isConnected = false
+  private logsInstance: Logs | undefined
 
   constructor(private readonly o: NatsOptions) {
     if (o.mode === 'embedded') {
@@ -92,6 +95,12 @@ export class NatsService implements Service {
 
   get connected(): boolean {
     return this.isConnected
+  }
+
+  /** fabric's logs on this connection (JetStream streams in the site's domain). */
+  logs(): Logs {
+    this.logsInstance ??= new Logs(this.connection, this.o.log, this.o.domain)
+    return this.logsInstance
   }
 
   /** Client URL of the server in use, without credentials. */

@@ -1,7 +1,7 @@
 /**
- * The node's LevelDB store. Only this folder touches `level`; the rest of the node gets typed
- * operations from here. This issue opens and closes it; the versioned key layout of datasets
- * comes with the namespace.
+ * The node's LevelDB store. Only this folder touches `level`; the rest of the node gets these
+ * operations: point reads, ordered iteration (with seek), and atomic batches, fsynced on request.
+ * Keys are strings (see keys.ts for the layout), values bytes.
  */
 import { Level } from 'level'
 import { FabricError } from '../errors/index.ts'
@@ -10,6 +10,25 @@ import type { Logger } from '../log/index.ts'
 import { diskUsage } from './disk.ts'
 
 export { diskUsage } from './disk.ts'
+export * as keys from './keys.ts'
+
+export type BatchOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string }
+
+export interface IterateOptions {
+  gte?: string
+  gt?: string
+  lt?: string
+  lte?: string
+  reverse?: boolean
+  limit?: number
+}
+
+/** An open iterator; `seek` jumps forward to the first key >= target. Always close it. */
+export interface StoreIterator {
+  next(): Promise<[string, Uint8Array] | undefined>
+  seek(target: string): void
+  close(): Promise<void>
+}
 
 export interface StoreOptions {
   /** Directory of the LevelDB database (created if missing). */
@@ -34,6 +53,45 @@ export class Store implements Service {
 
   get dir(): string {
     return this.o.dir
+  }
+
+  private get open(): Level<string, Uint8Array> {
+    if (!this.db) throw FabricError.unavailable('the store is not open')
+    return this.db
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.open.get(key)) ?? undefined
+  }
+
+  /** Applies every op or none; with sync the batch is on disk (fsynced) when this resolves. */
+  async batch(ops: BatchOp[], options: { sync?: boolean } = {}): Promise<void> {
+    if (ops.length === 0) return
+    const db = this.open as unknown as { batch(ops: BatchOp[], o: { sync: boolean }): Promise<void> }
+    await db.batch(ops, { sync: options.sync ?? false })
+  }
+
+  iterator(options: IterateOptions): StoreIterator {
+    const it = this.open.iterator(options)
+    return {
+      next: async () => (await it.next()) as [string, Uint8Array] | undefined,
+      seek: (target) => it.seek(target),
+      close: () => it.close(),
+    }
+  }
+
+  /** Iterates [key, value] pairs in key order (or reverse); stops early when the loop breaks. */
+  async *entries(options: IterateOptions): AsyncGenerator<[string, Uint8Array]> {
+    const it = this.iterator(options)
+    try {
+      for (;;) {
+        const entry = await it.next()
+        if (!entry) return
+        yield entry
+      }
+    } finally {
+      await it.close()
+    }
   }
 
   /** Bytes the database uses on disk. */

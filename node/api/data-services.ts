@@ -1,0 +1,168 @@
+/** gRPC handlers of the namespace and data services: translate messages, call the data plane. */
+import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt'
+import { DatasetKind, NamespaceService } from '../../proto/gen/fabric/v1/namespace_pb.ts'
+import { TableService, type RowSchema } from '../../proto/gen/fabric/v1/table_pb.ts'
+import { FileService, type FileInfoSchema } from '../../proto/gen/fabric/v1/file_pb.ts'
+import { StreamService } from '../../proto/gen/fabric/v1/stream_pb.ts'
+import type { MessageInitShape } from '@bufbuild/protobuf'
+import type { Catalog, DatasetEntry, DatasetKind as Kind, VolumeEntry } from '../catalog/index.ts'
+import type { DataPlane, FileMeta, Row } from '../datasets/index.ts'
+import { CHUNK_BYTES } from '../datasets/index.ts'
+import { FabricError } from '../errors/index.ts'
+import type { ServiceImpl } from './adapter.ts'
+
+const KIND_OF: Record<DatasetKind, Kind | undefined> = {
+  [DatasetKind.UNSPECIFIED]: undefined,
+  [DatasetKind.TABLE]: 'table',
+  [DatasetKind.FILES]: 'files',
+  [DatasetKind.STREAM]: 'stream',
+}
+const KIND_MSG: Record<Kind, DatasetKind> = { table: DatasetKind.TABLE, files: DatasetKind.FILES, stream: DatasetKind.STREAM }
+
+/** uint64 from the wire -> number; positions stay far below 2^53. */
+const num = (v: bigint | undefined): number | undefined => (v === undefined ? undefined : Number(v))
+
+function volumeMsg(v: VolumeEntry) {
+  return { path: v.path, id: v.id, home: v.home, replicas: v.replicas, createdAt: timestampFromMs(v.createdMs) }
+}
+
+function datasetMsg(d: DatasetEntry, catalog: Catalog) {
+  return {
+    path: d.path,
+    id: d.id,
+    kind: KIND_MSG[d.kind],
+    volume: catalog.volume(d.volumeId)?.path ?? '',
+    description: d.description,
+    createdAt: timestampFromMs(d.createdMs),
+  }
+}
+
+export function namespaceServiceImpl(catalog: Catalog, data: DataPlane): ServiceImpl<typeof NamespaceService> {
+  return {
+    createVolume: async (req) => ({ volume: volumeMsg(await catalog.createVolume(req.path, req.home || undefined, req.replicas)) }),
+    listVolumes: async () => ({ volumes: catalog.listVolumes().map(volumeMsg) }),
+    getVolume: async (req) => {
+      const v = catalog.volumeAt(req.path)
+      const s = await data.volumeStat(v)
+      return {
+        volume: volumeMsg(v),
+        stats: { appliedSeq: BigInt(s.applied), lastSeq: BigInt(s.lastSeq), logBytes: BigInt(s.logBytes), datasets: s.datasets, bytes: BigInt(s.bytes) },
+      }
+    },
+    deleteVolume: async (req) => ({ datasetsDeleted: (await catalog.deleteVolume(req.path, req.force)).datasets }),
+    createDataset: async (req) => {
+      const kind = KIND_OF[req.kind]
+      if (!kind) throw FabricError.invalidArgument('kind must be table, files or stream')
+      if (req.description.length > 1024) throw FabricError.invalidArgument('description: longer than 1024 characters')
+      return { dataset: datasetMsg(await catalog.createDataset(req.path, kind, req.description), catalog) }
+    },
+    listDatasets: async (req) => ({ datasets: catalog.listDatasets(req.prefix || '/').map((d) => datasetMsg(d, catalog)) }),
+    getDataset: async (req) => {
+      const d = catalog.datasetAt(req.path)
+      const s = await data.datasetStat(d)
+      return { dataset: datasetMsg(d, catalog), stats: { count: BigInt(s.count), bytes: BigInt(s.bytes), lastWriteSeq: BigInt(s.last) } }
+    },
+    deleteDataset: async (req) => {
+      await catalog.deleteDataset(req.path)
+      return {}
+    },
+  }
+}
+
+function rowMsg(r: Row): MessageInitShape<typeof RowSchema> {
+  return { key: r.key, json: r.json, version: BigInt(r.version), updatedAt: timestampFromMs(r.timeMs) }
+}
+
+export function tableServiceImpl(data: DataPlane): ServiceImpl<typeof TableService> {
+  return {
+    put: async (req) => ({ version: BigInt(await data.put(req.path, req.key, req.json, num(req.expectedVersion))) }),
+    get: async (req) => ({ row: rowMsg(await data.get(req.path, req.key, num(req.atSeq))) }),
+    delete: async (req) => {
+      const r = await data.delete(req.path, req.key, num(req.expectedVersion))
+      return { version: BigInt(r.seq), existed: r.existed }
+    },
+    batch: async (req) => ({
+      version: BigInt(await data.batch(req.path, req.ops.map((op) => ({ key: op.key, json: op.json, expected: num(op.expectedVersion) })))),
+    }),
+    scan: async function* (req) {
+      for await (const r of data.scan(req.path, { prefix: req.prefix, from: req.from, to: req.to, limit: req.limit, atSeq: num(req.atSeq) })) yield rowMsg(r)
+    },
+    import: async (reqs) => {
+      let path = ''
+      async function* docs() {
+        for await (const req of reqs) {
+          if (!path) {
+            if (!req.path) throw FabricError.invalidArgument('import: the first message must name the dataset path')
+            path = req.path
+          }
+          for (const d of req.docs) yield { key: d.key, json: d.json }
+        }
+      }
+      // The path arrives with the first message: peek it before starting the import.
+      const it = docs()[Symbol.asyncIterator]()
+      const first = await it.next()
+      if (first.done) throw FabricError.invalidArgument('import: no documents were sent')
+      const rest = async function* () {
+        yield first.value
+        for (;;) {
+          const n = await it.next()
+          if (n.done) return
+          yield n.value
+        }
+      }
+      const r = await data.import(path, rest())
+      return { imported: BigInt(r.imported), batches: r.batches, lastVersion: BigInt(r.lastSeq) }
+    },
+  }
+}
+
+function fileInfo(f: FileMeta): MessageInitShape<typeof FileInfoSchema> {
+  return { path: f.path, dataset: f.dataset, size: BigInt(f.size), sha256: f.sha256, version: BigInt(f.version), updatedAt: timestampFromMs(f.timeMs), chunks: f.chunks.length }
+}
+
+export function fileServiceImpl(data: DataPlane): ServiceImpl<typeof FileService> {
+  return {
+    put: async (reqs) => {
+      const it = reqs[Symbol.asyncIterator]()
+      const first = await it.next()
+      if (first.done || first.value.msg.case !== 'header') throw FabricError.invalidArgument('file upload: the first message must be the header')
+      const header = first.value.msg.value
+      async function* content() {
+        for (;;) {
+          const n = await it.next()
+          if (n.done) return
+          if (n.value.msg.case !== 'data') throw FabricError.invalidArgument('file upload: only data may follow the header')
+          if (n.value.msg.value.length > CHUNK_BYTES) throw FabricError.invalidArgument(`file upload: a message carries ${n.value.msg.value.length} bytes; the limit is ${CHUNK_BYTES}`)
+          yield n.value.msg.value
+        }
+      }
+      const r = await data.putFile(header.path, content(), { size: num(header.size), sha256: header.sha256 || undefined })
+      return { file: fileInfo(r.file), chunksDeduplicated: r.deduplicated }
+    },
+    get: async function* (req) {
+      const meta = await data.statFile(req.path, num(req.atSeq))
+      yield { msg: { case: 'info', value: fileInfo(meta) } }
+      for await (const chunk of data.readFile(meta)) yield { msg: { case: 'data', value: chunk } }
+    },
+    list: async (req) => ({ files: (await data.listFiles(req.path, num(req.atSeq))).map(fileInfo) }),
+    stat: async (req) => ({ file: fileInfo(await data.statFile(req.path, num(req.atSeq))) }),
+    delete: async (req) => ({ version: BigInt(await data.deleteFile(req.path)) }),
+  }
+}
+
+export function streamServiceImpl(data: DataPlane): ServiceImpl<typeof StreamService> {
+  return {
+    publish: async (req) => ({ seqs: (await data.publish(req.path, req.events)).map(BigInt) }),
+    subscribe: async function* (req, ctx) {
+      for await (const ev of data.subscribe(req.path, {
+        fromSeq: num(req.fromSeq),
+        sinceMs: req.since ? timestampDate(req.since).getTime() : undefined,
+        count: num(req.count),
+        follow: req.follow,
+        signal: ctx.signal,
+      })) {
+        yield { seq: BigInt(ev.seq), json: ev.json, time: timestampFromMs(ev.timeMs) }
+      }
+    },
+  }
+}

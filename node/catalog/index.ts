@@ -1,0 +1,268 @@
+/**
+ * The catalog: volumes and datasets. It is itself a log (FABRIC_CATALOG) applied to the store on
+ * every node, so every node resolves names locally, also while offline. Changes are appended with
+ * optimistic concurrency (expected last position): a change is validated against the catalog as
+ * applied, and refused by JetStream if another change got in first, then validated again.
+ */
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { FabricError } from '../errors/index.ts'
+import type { Logger } from '../log/index.ts'
+import { WrongLastSequence, type Logs } from '../nats/index.ts'
+import { Follower } from '../replication/follower.ts'
+import {
+  CATALOG_STREAM,
+  CATALOG_SUBJECT,
+  decodeCatalogRecord,
+  encodeRecord,
+  pack,
+  unpack,
+  type CatalogRecord,
+  type DatasetEntry,
+  type DatasetKind,
+  type VolumeEntry,
+} from '../replication/records.ts'
+import { keys, type BatchOp, type Store } from '../store/index.ts'
+import { contains, nearest, parseDatasetPath, parsePath } from './paths.ts'
+
+export * from './paths.ts'
+export type { DatasetEntry, DatasetKind, VolumeEntry } from '../replication/records.ts'
+
+export const ROOT_VOLUME_ID = 'root'
+
+export interface CatalogOptions {
+  store: Store
+  logs: () => Logs
+  site: string
+  log: Logger
+  /** Volume logs are created by whoever creates the volume: the catalog calls this first. */
+  createVolumeLog: (volumeId: string) => Promise<void>
+  deleteVolumeLog: (volumeId: string) => Promise<void>
+}
+
+export interface CatalogEvents {
+  'volume-added': [VolumeEntry]
+  'volume-removed': [VolumeEntry]
+}
+
+const newId = (prefix: string) => `${prefix}${randomBytes(6).toString('hex')}`
+
+export class Catalog extends EventEmitter<CatalogEvents> {
+  private readonly volumes = new Map<string, VolumeEntry>()
+  private readonly datasets = new Map<string, DatasetEntry>()
+  private follower: Follower | undefined
+  readonly root: VolumeEntry
+
+  constructor(private readonly o: CatalogOptions) {
+    super()
+    this.root = Object.freeze({ id: ROOT_VOLUME_ID, path: '/', home: o.site, replicas: [], createdMs: 0 })
+    this.volumes.set(ROOT_VOLUME_ID, this.root)
+  }
+
+  async start(): Promise<void> {
+    for await (const [, v] of this.o.store.entries({ gte: keys.catalogVolumePrefix, lt: keys.prefixEnd(keys.catalogVolumePrefix) })) {
+      const vol = unpack<VolumeEntry>(v)
+      this.volumes.set(vol.id, vol)
+    }
+    for await (const [, v] of this.o.store.entries({ gte: keys.catalogDatasetPrefix, lt: keys.prefixEnd(keys.catalogDatasetPrefix) })) {
+      const ds = unpack<DatasetEntry>(v)
+      this.datasets.set(ds.id, ds)
+    }
+    await this.o.logs().ensure(CATALOG_STREAM, CATALOG_SUBJECT)
+    await this.o.createVolumeLog(ROOT_VOLUME_ID)
+    this.follower = new Follower({
+      name: 'catalog',
+      logs: this.o.logs(),
+      stream: CATALOG_STREAM,
+      store: this.o.store,
+      appliedKey: keys.catalogApplied,
+      apply: async (batch) => {
+        const ops: BatchOp[] = []
+        const changes: Array<() => void> = []
+        for (const m of batch) this.applyRecord(decodeCatalogRecord(m.data), ops, changes)
+        return { ops, after: () => changes.forEach((c) => c()) }
+      },
+      log: this.o.log,
+    })
+    await this.follower.start()
+    // Catch up before serving, so names resolve as of the latest catalog.
+    const info = await this.o.logs().info(CATALOG_STREAM)
+    await this.follower.waitApplied(info.lastSeq)
+  }
+
+  async stop(): Promise<void> {
+    await this.follower?.stop()
+  }
+
+  // ---- queries (local, from the applied catalog) ----
+
+  listVolumes(): VolumeEntry[] {
+    return [...this.volumes.values()].sort((a, b) => a.path.localeCompare(b.path))
+  }
+
+  volume(id: string): VolumeEntry | undefined {
+    return this.volumes.get(id)
+  }
+
+  volumeAt(path: string): VolumeEntry {
+    parsePath(path, 'volume path')
+    const vol = [...this.volumes.values()].find((v) => v.path === path)
+    if (!vol) throw FabricError.notFound(`volume ${path} does not exist`, { details: { path } })
+    return vol
+  }
+
+  /** The volume a path belongs to: its nearest enclosing volume. */
+  volumeFor(path: string): VolumeEntry {
+    return nearest(path, this.volumes.values()) ?? this.root
+  }
+
+  listDatasets(prefix = '/'): DatasetEntry[] {
+    if (prefix !== '/' && prefix !== '') parsePath(prefix, 'prefix')
+    return [...this.datasets.values()].filter((d) => prefix === '' || contains(prefix, d.path)).sort((a, b) => a.path.localeCompare(b.path))
+  }
+
+  datasetsIn(volumeId: string): DatasetEntry[] {
+    return [...this.datasets.values()].filter((d) => d.volumeId === volumeId)
+  }
+
+  dataset(id: string): DatasetEntry | undefined {
+    return this.datasets.get(id)
+  }
+
+  /** The dataset at path, which must be of kind (when given). */
+  datasetAt(path: string, kind?: DatasetKind): DatasetEntry {
+    parseDatasetPath(path)
+    const ds = [...this.datasets.values()].find((d) => d.path === path)
+    if (!ds) throw FabricError.notFound(`dataset ${path} does not exist`, { details: { path } })
+    if (kind && ds.kind !== kind) {
+      throw FabricError.failedPrecondition(`dataset ${path} is a ${ds.kind} dataset, not a ${kind} dataset`, { details: { path, kind: ds.kind } })
+    }
+    return ds
+  }
+
+  /** The files dataset that holds a file path, and the file's name inside it. */
+  fileAt(path: string): { ds: DatasetEntry; name: string } {
+    if (typeof path !== 'string' || !path.startsWith('/')) throw FabricError.invalidArgument(`file path ${JSON.stringify(path)}: must be absolute`, { details: { path } })
+    const ds = nearest(path, this.datasets.values())
+    if (!ds) throw FabricError.notFound(`no dataset holds ${path}`, { details: { path } })
+    if (ds.kind !== 'files') throw FabricError.failedPrecondition(`dataset ${ds.path} is a ${ds.kind} dataset, not a files dataset`, { details: { path: ds.path, kind: ds.kind } })
+    return { ds, name: path === ds.path ? '' : path.slice(ds.path.length + 1) }
+  }
+
+  // ---- changes (through the catalog log) ----
+
+  async createVolume(path: string, home: string | undefined, replicas: string[]): Promise<VolumeEntry> {
+    const vol: VolumeEntry = { id: newId('v'), path, home: home || this.o.site, replicas: [...new Set(replicas)].filter((r) => r !== (home || this.o.site)), createdMs: Date.now() }
+    parsePath(path, 'volume path')
+    let logCreated = false
+    await this.change(async () => {
+      if ([...this.volumes.values()].some((v) => v.path === path)) throw FabricError.alreadyExists(`volume ${path} exists already`, { details: { path } })
+      const inside = [...this.datasets.values()].find((d) => contains(path, d.path) || contains(d.path, path))
+      if (inside) {
+        throw FabricError.failedPrecondition(
+          contains(inside.path, path) && inside.path !== path
+            ? `cannot create volume ${path} inside dataset ${inside.path}`
+            : `cannot create volume ${path}: dataset ${inside.path} would move out of volume ${this.volumeFor(inside.path).path}`,
+          { details: { path, dataset: inside.path } },
+        )
+      }
+      if (!logCreated) {
+        await this.o.createVolumeLog(vol.id)
+        logCreated = true
+      }
+      return { op: 'vol+', vol }
+    })
+    return this.volumes.get(vol.id)!
+  }
+
+  async deleteVolume(path: string, force: boolean): Promise<{ datasets: number }> {
+    let vol: VolumeEntry | undefined
+    let count = 0
+    await this.change(async () => {
+      vol = this.volumeAt(path)
+      if (vol.id === ROOT_VOLUME_ID) throw FabricError.failedPrecondition('the root volume "/" cannot be removed', { details: { path } })
+      const held = this.datasetsIn(vol.id)
+      if (held.length > 0 && !force) {
+        throw FabricError.failedPrecondition(`volume ${path} is not empty: it holds ${held.length} dataset(s), e.g. ${held[0]!.path}; remove them or use force`, {
+          details: { path, datasets: String(held.length) },
+        })
+      }
+      count = held.length
+      return { op: 'vol-', id: vol.id }
+    })
+    await this.o.deleteVolumeLog(vol!.id).catch((err: unknown) => this.o.log.warn({ err, volume: vol!.path }, 'could not delete the volume log'))
+    return { datasets: count }
+  }
+
+  async createDataset(path: string, kind: DatasetKind, description: string): Promise<DatasetEntry> {
+    parseDatasetPath(path)
+    const id = newId('d')
+    await this.change(async () => {
+      if ([...this.datasets.values()].some((d) => d.path === path)) throw FabricError.alreadyExists(`dataset ${path} exists already`, { details: { path } })
+      if ([...this.volumes.values()].some((v) => v.path === path)) throw FabricError.failedPrecondition(`${path} is a volume; a dataset goes inside it`, { details: { path } })
+      const clash = [...this.datasets.values()].find((d) => contains(d.path, path) || contains(path, d.path))
+      if (clash) throw FabricError.failedPrecondition(`dataset ${path} would overlap dataset ${clash.path}: datasets cannot nest`, { details: { path, dataset: clash.path } })
+      return { op: 'ds+', ds: { id, path, kind, volumeId: this.volumeFor(path).id, description, createdMs: Date.now() } }
+    })
+    return this.datasets.get(id)!
+  }
+
+  async deleteDataset(path: string): Promise<void> {
+    await this.change(async () => ({ op: 'ds-', id: this.datasetAt(path).id }))
+  }
+
+  /** Appends a change validated against the applied catalog; retries when another got in first. */
+  private async change(build: () => Promise<CatalogRecord>): Promise<number> {
+    const follower = this.follower
+    if (!follower) throw FabricError.unavailable('the catalog is not started')
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const expected = follower.applied
+      const record = await build()
+      try {
+        const seq = await this.o.logs().append(CATALOG_SUBJECT, encodeRecord(record), { expectLastSeq: expected })
+        await follower.waitApplied(seq)
+        return seq
+      } catch (err) {
+        if (!(err instanceof WrongLastSequence)) throw err
+        const info = await this.o.logs().info(CATALOG_STREAM)
+        await follower.waitApplied(info.lastSeq)
+      }
+    }
+    throw FabricError.unavailable('the catalog is busy: too many concurrent changes; try again')
+  }
+
+  /**
+   * Applies one record to the in-memory catalog at once (later records of the same batch see it)
+   * and to the store ops of the batch; events wait until the batch is committed.
+   */
+  private applyRecord(r: CatalogRecord, ops: BatchOp[], changes: Array<() => void>): void {
+    switch (r.op) {
+      case 'vol+':
+        ops.push({ type: 'put', key: keys.catalogVolume(r.vol.id), value: pack(r.vol) })
+        this.volumes.set(r.vol.id, r.vol)
+        changes.push(() => this.emit('volume-added', r.vol))
+        return
+      case 'vol-': {
+        const vol = this.volumes.get(r.id)
+        ops.push({ type: 'del', key: keys.catalogVolume(r.id) })
+        for (const ds of this.datasetsIn(r.id)) {
+          ops.push({ type: 'del', key: keys.catalogDataset(ds.id) })
+          this.datasets.delete(ds.id)
+        }
+        this.volumes.delete(r.id)
+        if (vol) changes.push(() => this.emit('volume-removed', vol))
+        return
+      }
+      case 'ds+':
+        ops.push({ type: 'put', key: keys.catalogDataset(r.ds.id), value: pack(r.ds) })
+        this.datasets.set(r.ds.id, r.ds)
+        return
+      case 'ds-':
+        ops.push({ type: 'del', key: keys.catalogDataset(r.id) })
+        this.datasets.delete(r.id)
+        return
+      default:
+        this.o.log.warn({ op: (r as { op: string }).op }, 'unknown catalog record ignored (written by a newer node?)')
+    }
+  }
+}

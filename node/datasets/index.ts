@@ -1,0 +1,473 @@
+/**
+ * The data plane of a site: tables, files and streams in volumes. Writes go through the volume's
+ * log (LogWriter: durable, idempotent) and are acknowledged once applied on this node, so a read
+ * here right after sees them; reads come from the local store, at the latest applied position or
+ * at any earlier one.
+ */
+import { createHash } from 'node:crypto'
+import { Catalog, validateFileName, validateKey, type DatasetEntry, type VolumeEntry } from '../catalog/index.ts'
+import { FabricError } from '../errors/index.ts'
+import type { Logger } from '../log/index.ts'
+import { MAX_RECORD_BYTES, type Logs } from '../nats/index.ts'
+import { Follower, type Outcome } from '../replication/follower.ts'
+import { volumeStream, volumeSubject, unpack, type TableOp } from '../replication/records.ts'
+import { LogWriter } from '../replication/writer.ts'
+import { keys, type Store } from '../store/index.ts'
+import { VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
+import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
+
+export * from './limits.ts'
+export type { DatasetStat } from './apply.ts'
+
+export interface Row {
+  key: string
+  json: string
+  version: number
+  timeMs: number
+}
+
+export interface FileMeta {
+  path: string
+  dataset: string
+  size: number
+  sha256: string
+  version: number
+  timeMs: number
+  chunks: string[]
+}
+
+export interface StreamEvent {
+  seq: number
+  json: string
+  timeMs: number
+}
+
+export interface DataPlaneOptions {
+  store: Store
+  catalog: Catalog
+  logs: () => Logs
+  writerId: string
+  log: Logger
+  retainAfterAckMs?: number
+}
+
+interface VolumeRuntime {
+  follower: Follower
+  applier: VolumeApplier
+}
+
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+export class DataPlane {
+  private readonly volumes = new Map<string, VolumeRuntime>()
+  readonly writer: LogWriter
+  /** Wakes stream subscribers: dataset id -> callbacks with the new last event position. */
+  private readonly eventListeners = new Map<string, Set<(seq: number) => void>>()
+  private readonly onAdded = (v: VolumeEntry) => void this.openVolume(v).catch((err: unknown) => this.o.log.error({ err, volume: v.path }, 'cannot follow volume'))
+  private readonly onRemoved = (v: VolumeEntry) => void this.closeVolume(v.id)
+
+  constructor(private readonly o: DataPlaneOptions) {
+    this.writer = new LogWriter({ writerId: o.writerId, store: o.store, logs: o.logs, log: o.log, retainAfterAckMs: o.retainAfterAckMs })
+  }
+
+  async start(): Promise<void> {
+    await this.writer.start()
+    for (const v of this.o.catalog.listVolumes()) await this.openVolume(v)
+    this.o.catalog.on('volume-added', this.onAdded)
+    this.o.catalog.on('volume-removed', this.onRemoved)
+    await this.writer.recover()
+  }
+
+  async stop(): Promise<void> {
+    this.o.catalog.off('volume-added', this.onAdded)
+    this.o.catalog.off('volume-removed', this.onRemoved)
+    this.writer.stop()
+    await Promise.all([...this.volumes.keys()].map((id) => this.closeVolume(id)))
+  }
+
+  /** Creates the JetStream log of a volume (called by the catalog before it records the volume). */
+  static createVolumeLog(logs: () => Logs) {
+    return (volumeId: string) => logs().ensure(volumeStream(volumeId), volumeSubject(volumeId))
+  }
+
+  static deleteVolumeLog(logs: () => Logs) {
+    return (volumeId: string) => logs().remove(volumeStream(volumeId))
+  }
+
+  private async openVolume(v: VolumeEntry): Promise<void> {
+    if (this.volumes.has(v.id)) return
+    const applier = new VolumeApplier(this.o.store, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
+    const follower = new Follower({
+      name: `volume ${v.path}`,
+      logs: this.o.logs(),
+      stream: volumeStream(v.id),
+      store: this.o.store,
+      appliedKey: keys.volumeApplied(v.id),
+      apply: (batch) => applier.apply(batch),
+      log: this.o.log,
+    })
+    this.volumes.set(v.id, { follower, applier })
+    await follower.start()
+  }
+
+  private async closeVolume(id: string): Promise<void> {
+    const rt = this.volumes.get(id)
+    this.volumes.delete(id)
+    await rt?.follower.stop()
+  }
+
+  private runtime(volumeId: string): VolumeRuntime {
+    const rt = this.volumes.get(volumeId)
+    if (!rt) throw FabricError.unavailable(`volume ${this.o.catalog.volume(volumeId)?.path ?? volumeId} is not open on this node yet`)
+    return rt
+  }
+
+  /** Appends through the writer and waits until applied here; surfaces a failed condition. */
+  private async write(ds: DatasetEntry, record: Parameters<LogWriter['append']>[1], chunks?: string[]): Promise<{ seq: number; outcome: Outcome | undefined }> {
+    const rt = this.runtime(ds.volumeId)
+    const seq = await this.writer.append(ds.volumeId, record, chunks)
+    const outcome = await rt.follower.waitApplied(seq)
+    if (outcome?.error) throw outcome.error
+    return { seq, outcome }
+  }
+
+  // ---- stats ----
+
+  async datasetStat(ds: DatasetEntry): Promise<DatasetStat> {
+    return { ...(await this.runtime(ds.volumeId).applier.stat(ds.id)) }
+  }
+
+  async volumeStat(v: VolumeEntry): Promise<{ applied: number; lastSeq: number; logBytes: number; datasets: number; bytes: number }> {
+    const rt = this.runtime(v.id)
+    const info = await this.o.logs().info(volumeStream(v.id))
+    const held = this.o.catalog.datasetsIn(v.id)
+    let bytes = 0
+    for (const ds of held) bytes += (await rt.applier.stat(ds.id)).bytes
+    return { applied: rt.follower.applied, lastSeq: info.lastSeq, logBytes: info.bytes, datasets: held.length, bytes }
+  }
+
+  // ---- tables ----
+
+  async put(path: string, key: string, json: string, expected?: number): Promise<number> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    validateKey(key)
+    const d = checkJson(json, MAX_DOC_BYTES, `document for key ${JSON.stringify(key)}`)
+    return (await this.write(ds, { op: 'put', ds: ds.id, k: key, d, ...(expected !== undefined ? { x: expected } : {}) })).seq
+  }
+
+  async delete(path: string, key: string, expected?: number): Promise<{ seq: number; existed: boolean }> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    validateKey(key)
+    const { seq, outcome } = await this.write(ds, { op: 'del', ds: ds.id, k: key, ...(expected !== undefined ? { x: expected } : {}) })
+    return { seq, existed: outcome?.existed ?? false }
+  }
+
+  /** Puts (json set) and deletes (json undefined), all or none. */
+  async batch(path: string, ops: Array<{ key: string; json?: string | undefined; expected?: number | undefined }>): Promise<number> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    return (await this.write(ds, { op: 'batch', ds: ds.id, ops: this.batchOps(ops) })).seq
+  }
+
+  private batchOps(ops: Array<{ key: string; json?: string | undefined; expected?: number | undefined }>): TableOp[] {
+    if (ops.length === 0) throw FabricError.invalidArgument('a batch needs at least one operation')
+    if (ops.length > MAX_BATCH_OPS) throw FabricError.invalidArgument(`a batch has ${ops.length} operations; the limit is ${MAX_BATCH_OPS}`, { details: { limit: String(MAX_BATCH_OPS) } })
+    let bytes = 0
+    const seen = new Set<string>()
+    const out = ops.map((op) => {
+      validateKey(op.key)
+      if (seen.has(op.key)) throw FabricError.invalidArgument(`key ${JSON.stringify(op.key)} appears twice in one batch`, { details: { key: op.key } })
+      seen.add(op.key)
+      const t: TableOp = { k: op.key }
+      if (op.json !== undefined) t.d = checkJson(op.json, MAX_DOC_BYTES, `document for key ${JSON.stringify(op.key)}`)
+      if (op.expected !== undefined) t.x = op.expected
+      bytes += op.key.length + (t.d?.length ?? 0) + 16
+      return t
+    })
+    if (bytes > MAX_BATCH_BYTES) throw FabricError.invalidArgument(`a batch holds ${bytes} bytes; the limit is ${MAX_BATCH_BYTES}`, { details: { limit: String(MAX_BATCH_BYTES) } })
+    return out
+  }
+
+  /**
+   * Imports documents in atomic batches (as large as the limits allow), keeping up to `window`
+   * batches in flight. Resolves with counts once every batch is applied here.
+   */
+  async import(path: string, docs: AsyncIterable<{ key: string; json: string }>, window = 8): Promise<{ imported: number; batches: number; lastSeq: number }> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    const rt = this.runtime(ds.volumeId)
+    let imported = 0
+    let batches = 0
+    let lastSeq = 0
+    const inflight: Array<Promise<number>> = []
+    let pending: TableOp[] = []
+    let pendingBytes = 0
+    const seen = new Set<string>()
+    const flush = async () => {
+      if (pending.length === 0) return
+      const ops = pending
+      pending = []
+      pendingBytes = 0
+      seen.clear()
+      batches++
+      inflight.push(this.writer.append(ds.volumeId, { op: 'batch', ds: ds.id, ops }))
+      if (inflight.length >= window) lastSeq = Math.max(lastSeq, await inflight.shift()!)
+    }
+    for await (const doc of docs) {
+      validateKey(doc.key)
+      const d = checkJson(doc.json, MAX_DOC_BYTES, `document for key ${JSON.stringify(doc.key)}`)
+      const size = doc.key.length + d.length + 16
+      // A key twice in one batch would be ambiguous: the second starts a new batch, so it wins.
+      if (pending.length >= MAX_BATCH_OPS || pendingBytes + size > MAX_BATCH_BYTES || seen.has(doc.key)) await flush()
+      pending.push({ k: doc.key, d })
+      pendingBytes += size
+      seen.add(doc.key)
+      imported++
+    }
+    await flush()
+    for (const p of inflight) lastSeq = Math.max(lastSeq, await p)
+    if (lastSeq > 0) await rt.follower.waitApplied(lastSeq, 120_000)
+    return { imported, batches, lastSeq }
+  }
+
+  async get(path: string, key: string, atSeq = 0): Promise<Row> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    validateKey(key)
+    const prefix = keys.tablePrefix(ds.id)
+    for await (const [k, v] of this.o.store.entries({ gte: keys.tableVersion(ds.id, key, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${key}${keys.AFTER_SEP}`, limit: 1 })) {
+      const doc = unpack<StoredDoc>(v)
+      if (!doc.d) break
+      return { key, json: decoder.decode(doc.d), version: keys.splitVersion(prefix, k).seq, timeMs: doc.t }
+    }
+    throw FabricError.notFound(`key ${JSON.stringify(key)} not found in ${path}${atSeq ? ` at position ${atSeq}` : ''}`, { details: { path, key } })
+  }
+
+  /** Documents in key order: by prefix, or in [from, to). Each key's newest version at atSeq. */
+  async *scan(path: string, o: { prefix?: string; from?: string; to?: string; limit?: number; atSeq?: number }): AsyncGenerator<Row> {
+    const ds = this.o.catalog.datasetAt(path, 'table')
+    if (o.prefix && (o.from || o.to)) throw FabricError.invalidArgument('scan takes a prefix or a from/to range, not both')
+    const base = keys.tablePrefix(ds.id)
+    const gte = `${base}${o.prefix || o.from || ''}`
+    const lt = o.to ? `${base}${o.to}` : keys.prefixEnd(`${base}${o.prefix ?? ''}`)
+    yield* versionScan(this.o.store, base, gte, lt, o.atSeq || 0, o.limit || 0, (name, seq, v) => {
+      const doc = unpack<StoredDoc>(v)
+      return doc.d ? { key: name, json: decoder.decode(doc.d), version: seq, timeMs: doc.t } : undefined
+    })
+  }
+
+  // ---- files ----
+
+  /**
+   * Stores a file from a stream of bytes. Content is cut into CHUNK_BYTES chunks, each addressed
+   * by its SHA-256; chunks this volume's log already holds are not sent again. The file becomes
+   * visible when its commit record (name, size, hash, chunk list) is applied, after all chunks.
+   */
+  async putFile(path: string, content: AsyncIterable<Uint8Array>, expect: { size?: number | undefined; sha256?: string | undefined } = {}): Promise<{ file: FileMeta; deduplicated: number }> {
+    const { ds, name } = this.o.catalog.fileAt(path)
+    validateFileName(name, path)
+    if (expect.sha256 && !/^[0-9a-f]{64}$/.test(expect.sha256)) throw FabricError.invalidArgument(`sha256 ${JSON.stringify(expect.sha256)} is not 64 lowercase hex digits`)
+    const rt = this.runtime(ds.volumeId)
+    const whole = createHash('sha256')
+    const chunks: string[] = []
+    const sent = new Set<string>()
+    const inflight: Array<Promise<number>> = []
+    let lastChunkSeq = 0
+    let size = 0
+    let deduplicated = 0
+    let buffer = Buffer.alloc(CHUNK_BYTES)
+    let filled = 0
+
+    const emit = async (data: Buffer) => {
+      const h = createHash('sha256').update(data).digest('hex')
+      chunks.push(h)
+      if (sent.has(h) || (await this.o.store.get(keys.volumeChunk(ds.volumeId, h)))) {
+        deduplicated++
+        return
+      }
+      sent.add(h)
+      inflight.push(this.writer.appendUnlogged(ds.volumeId, { op: 'chunk', h, d: data }))
+      if (inflight.length >= UPLOAD_WINDOW) lastChunkSeq = Math.max(lastChunkSeq, await inflight.shift()!)
+    }
+    for await (const piece of content) {
+      whole.update(piece)
+      size += piece.length
+      let offset = 0
+      while (offset < piece.length) {
+        const n = Math.min(CHUNK_BYTES - filled, piece.length - offset)
+        buffer.set(piece.subarray(offset, offset + n), filled)
+        filled += n
+        offset += n
+        if (filled === CHUNK_BYTES) {
+          const full = buffer
+          buffer = Buffer.alloc(CHUNK_BYTES)
+          filled = 0
+          await emit(full)
+        }
+      }
+    }
+    if (filled > 0 || size === 0) await emit(buffer.subarray(0, filled))
+    for (const p of inflight) lastChunkSeq = Math.max(lastChunkSeq, await p)
+    const sha256 = whole.digest('hex')
+    if (expect.size !== undefined && expect.size !== size) {
+      throw FabricError.invalidArgument(`upload of ${path}: received ${size} bytes, expected ${expect.size}; nothing was stored`, { details: { path, size: String(size), expected: String(expect.size) } })
+    }
+    if (expect.sha256 && expect.sha256 !== sha256) {
+      throw FabricError.invalidArgument(`upload of ${path}: content has sha256 ${sha256}, expected ${expect.sha256}; nothing was stored`, { details: { path, sha256 } })
+    }
+    const commitBytes = chunks.length * 66 + name.length + 200
+    if (commitBytes > MAX_RECORD_BYTES) throw FabricError.invalidArgument(`${path}: ${size} bytes is more than one file can hold (${chunks.length} chunks)`)
+    // Chunks are durable here before the commit that refers to them is accepted.
+    if (lastChunkSeq > 0) await rt.follower.waitApplied(lastChunkSeq, 120_000)
+    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size, sha: sha256, chunks }, chunks)
+    return { file: { path, dataset: ds.path, size, sha256, version: seq, timeMs: Date.now(), chunks }, deduplicated }
+  }
+
+  async statFile(path: string, atSeq = 0): Promise<FileMeta> {
+    const { ds, name } = this.o.catalog.fileAt(path)
+    validateFileName(name, path)
+    const prefix = keys.filePrefix(ds.id)
+    for await (const [k, v] of this.o.store.entries({ gte: keys.fileVersion(ds.id, name, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
+      const f = unpack<StoredFile>(v)
+      if (!f.sha) break
+      return { path, dataset: ds.path, size: f.size!, sha256: f.sha, version: keys.splitVersion(prefix, k).seq, timeMs: f.t, chunks: f.chunks! }
+    }
+    throw FabricError.notFound(`file ${path} not found${atSeq ? ` at position ${atSeq}` : ''}`, { details: { path } })
+  }
+
+  /** The content of a file version, chunk by chunk, each verified against its hash. */
+  async *readFile(meta: FileMeta): AsyncGenerator<Uint8Array> {
+    for (const h of meta.chunks) {
+      const data = await this.o.store.get(keys.chunk(h))
+      if (!data) throw FabricError.unavailable(`chunk ${h} of ${meta.path} is not on this node yet`, { details: { path: meta.path, chunk: h } })
+      if (createHash('sha256').update(data).digest('hex') !== h) throw FabricError.internal(`chunk ${h} of ${meta.path} is corrupt on this node`, { details: { path: meta.path, chunk: h } })
+      yield data
+    }
+  }
+
+  /** Files of a dataset, or under a directory in it, at atSeq. */
+  async listFiles(path: string, atSeq = 0): Promise<FileMeta[]> {
+    const { ds, name } = this.o.catalog.fileAt(path)
+    if (name) validateFileName(name, path)
+    const base = keys.filePrefix(ds.id)
+    const dir = name ? `${name}/` : ''
+    const out: FileMeta[] = []
+    for await (const f of versionScan(this.o.store, base, `${base}${dir}`, keys.prefixEnd(`${base}${dir}`), atSeq, 0, (n, seq, v) => {
+      const sf = unpack<StoredFile>(v)
+      return sf.sha ? { path: `${ds.path}/${n}`, dataset: ds.path, size: sf.size!, sha256: sf.sha, version: seq, timeMs: sf.t, chunks: sf.chunks! } : undefined
+    })) {
+      out.push(f)
+    }
+    return out
+  }
+
+  async deleteFile(path: string): Promise<number> {
+    const { ds, name } = this.o.catalog.fileAt(path)
+    validateFileName(name, path)
+    const { seq, outcome } = await this.write(ds, { op: 'fdel', ds: ds.id, n: name })
+    if (!outcome?.existed) throw FabricError.notFound(`file ${path} not found`, { details: { path } })
+    return seq
+  }
+
+  // ---- streams ----
+
+  /** Appends events in order; resolves with their positions once applied here. */
+  async publish(path: string, events: string[]): Promise<number[]> {
+    const ds = this.o.catalog.datasetAt(path, 'stream')
+    if (events.length === 0) throw FabricError.invalidArgument('publish needs at least one event')
+    const payloads = events.map((e, i) => checkJson(e, MAX_EVENT_BYTES, `event ${i + 1}`))
+    const rt = this.runtime(ds.volumeId)
+    // Appends are issued in order on one connection, so the log keeps this order.
+    const seqs = await Promise.all(payloads.map((d) => this.writer.append(ds.volumeId, { op: 'event', ds: ds.id, d })))
+    await rt.follower.waitApplied(Math.max(...seqs))
+    return seqs
+  }
+
+  /**
+   * Events from a position or a time, then (with follow) new ones as they are applied, until
+   * count events or the signal aborts.
+   */
+  async *subscribe(path: string, o: { fromSeq?: number; sinceMs?: number; count?: number; follow?: boolean; signal?: AbortSignal }): AsyncGenerator<StreamEvent> {
+    const ds = this.o.catalog.datasetAt(path, 'stream')
+    let next = o.fromSeq ?? 0
+    if (o.sinceMs !== undefined) {
+      const tp = keys.eventTimePrefix(ds.id)
+      next = Number.MAX_SAFE_INTEGER
+      for await (const [k] of this.o.store.entries({ gte: `${tp}${keys.hex(o.sinceMs)}`, lt: keys.prefixEnd(tp), limit: 1 })) next = parseInt(k.slice(k.lastIndexOf('/') + 1), 16)
+      if (next === Number.MAX_SAFE_INTEGER) next = this.runtime(ds.volumeId).follower.applied + 1
+    }
+    let delivered = 0
+    const limit = o.count ?? 0
+    let wake: (() => void) | undefined
+    const listener = () => wake?.()
+    let set = this.eventListeners.get(ds.id)
+    if (!set) this.eventListeners.set(ds.id, (set = new Set()))
+    set.add(listener)
+    const abort = () => wake?.()
+    o.signal?.addEventListener('abort', abort)
+    try {
+      for (;;) {
+        const base = keys.eventPrefix(ds.id)
+        let found = false
+        for await (const [k, v] of this.o.store.entries({ gte: keys.event(ds.id, next), lt: keys.prefixEnd(base) })) {
+          const seq = parseInt(k.slice(base.length), 16)
+          const ev = unpack<StoredEvent>(v)
+          yield { seq, json: decoder.decode(ev.d), timeMs: ev.t }
+          found = true
+          next = seq + 1
+          if (limit && ++delivered >= limit) return
+          if (o.signal?.aborted) return
+        }
+        if (!o.follow || o.signal?.aborted) return
+        if (!found) await new Promise<void>((resolve) => (wake = resolve))
+        wake = undefined
+      }
+    } finally {
+      set.delete(listener)
+      if (set.size === 0) this.eventListeners.delete(ds.id)
+      o.signal?.removeEventListener('abort', abort)
+    }
+  }
+}
+
+/** Parses JSON text and returns its bytes, or throws INVALID_ARGUMENT naming what and why. */
+function checkJson(text: string, limit: number, what: string): Uint8Array {
+  if (typeof text !== 'string' || text.trim() === '') throw FabricError.invalidArgument(`${what}: empty, expected JSON`)
+  const bytes = encoder.encode(text)
+  if (bytes.length > limit) throw FabricError.invalidArgument(`${what}: ${bytes.length} bytes; the limit is ${limit}`, { details: { limit: String(limit), size: String(bytes.length) } })
+  try {
+    JSON.parse(text)
+  } catch (err) {
+    throw FabricError.invalidArgument(`${what}: invalid JSON: ${(err as Error).message}`)
+  }
+  return bytes
+}
+
+/**
+ * Walks versioned keys `<base><name>\0<inv>` in [gte, lt) and yields, per name, the newest version
+ * at or before atSeq (0: newest) that `read` turns into a value (undefined: deleted).
+ */
+async function* versionScan<T>(store: Store, base: string, gte: string, lt: string, atSeq: number, limit: number, read: (name: string, seq: number, v: Uint8Array) => T | undefined): AsyncGenerator<T> {
+  const it = store.iterator({ gte, lt })
+  let count = 0
+  try {
+    let entry = await it.next()
+    while (entry) {
+      const [k, v] = entry
+      const { name, seq } = keys.splitVersion(base, k)
+      if (atSeq && seq > atSeq) {
+        // Newer than asked for: jump to this name's version at atSeq.
+        it.seek(keys.versionKey(base, name, atSeq))
+        entry = await it.next()
+        continue
+      }
+      const value = read(name, seq, v)
+      if (value !== undefined) {
+        yield value
+        if (limit && ++count >= limit) return
+      }
+      it.seek(`${base}${name}${keys.AFTER_SEP}`)
+      entry = await it.next()
+    }
+  } finally {
+    await it.close()
+  }
+}

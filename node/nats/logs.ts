@@ -1,0 +1,179 @@
+/**
+ * JetStream streams as fabric's logs. The rest of the node sees logs (append, follow, info), not
+ * nats.js: only node/nats knows the client. A log is one stream with one subject.
+ */
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+} from '@nats-io/jetstream'
+import { nanos, type NatsConnection } from '@nats-io/transport-node'
+import { FabricError, messageOf } from '../errors/index.ts'
+import type { Logger } from '../log/index.ts'
+
+/** JetStream's payload limit as configured for the embedded server (max_payload). */
+export const MAX_RECORD_BYTES = 1024 * 1024
+/** How long JetStream remembers message ids for deduplication. */
+export const DEDUP_WINDOW_MS = 2 * 60_000
+
+export interface LogMessage {
+  seq: number
+  data: Uint8Array
+  /** The time JetStream stored the message, in ms since the epoch (same at every replica). */
+  timeMs: number
+}
+
+export interface LogInfo {
+  lastSeq: number
+  firstSeq: number
+  messages: number
+  bytes: number
+}
+
+export interface AppendOptions {
+  /** Idempotence key: JetStream drops a second message with the same id within the window. */
+  msgId?: string
+  /** Optimistic concurrency: refused unless the log's last sequence is exactly this. */
+  expectLastSeq?: number
+}
+
+export class WrongLastSequence extends Error {}
+
+export class Logs {
+  private readonly js: JetStreamClient
+  private jsmPromise: Promise<JetStreamManager> | undefined
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly log: Logger,
+    private readonly domain?: string,
+  ) {
+    this.js = jetstream(nc, { timeout: 10_000, ...(domain ? { domain } : {}) })
+  }
+
+  private jsm(): Promise<JetStreamManager> {
+    this.jsmPromise ??= jetstreamManager(this.nc, { timeout: 10_000, ...(this.domain ? { domain: this.domain } : {}) }).catch((err: unknown) => {
+      this.jsmPromise = undefined
+      throw err
+    })
+    return this.jsmPromise
+  }
+
+  /** Creates the log if it does not exist (idempotent). */
+  async ensure(stream: string, subject: string): Promise<void> {
+    const jsm = await this.jsm().catch((cause: unknown) => {
+      throw FabricError.unavailable(`JetStream is unavailable: ${messageOf(cause)}`, { cause })
+    })
+    try {
+      await jsm.streams.info(stream)
+      return
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw wrap(err, `log ${stream}`)
+    }
+    try {
+      await jsm.streams.add({
+        name: stream,
+        subjects: [subject],
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        discard: DiscardPolicy.Old,
+        max_msg_size: MAX_RECORD_BYTES,
+        duplicate_window: nanos(DEDUP_WINDOW_MS),
+        num_replicas: 1,
+      })
+      this.log.info({ stream }, 'log created')
+    } catch (err) {
+      // Another node may have created it in between: that is fine.
+      if (err instanceof JetStreamApiError && /already in use|already exists/i.test(err.message)) return
+      throw wrap(err, `log ${stream}`)
+    }
+  }
+
+  async remove(stream: string): Promise<void> {
+    const jsm = await this.jsm()
+    await jsm.streams.delete(stream).catch((err: unknown) => {
+      if (err instanceof JetStreamApiError && err.status === 404) return
+      throw wrap(err, `log ${stream}`)
+    })
+  }
+
+  async info(stream: string): Promise<LogInfo> {
+    const jsm = await this.jsm()
+    const si = await jsm.streams.info(stream).catch((err: unknown) => {
+      throw wrap(err, `log ${stream}`)
+    })
+    return { lastSeq: si.state.last_seq, firstSeq: si.state.first_seq, messages: si.state.messages, bytes: si.state.bytes }
+  }
+
+  /** Appends and resolves with the record's sequence once JetStream has stored it. */
+  async append(subject: string, data: Uint8Array, options: AppendOptions = {}): Promise<number> {
+    try {
+      const ack = await this.js.publish(subject, data, {
+        ...(options.msgId ? { msgID: options.msgId } : {}),
+        ...(options.expectLastSeq !== undefined ? { expect: { lastSequence: options.expectLastSeq } } : {}),
+      })
+      return ack.seq
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.status === 400 && /wrong last sequence/i.test(err.message)) throw new WrongLastSequence(err.message)
+      throw wrap(err, `append to ${subject}`)
+    }
+  }
+
+  /**
+   * Delivers the log's records from fromSeq on, in order, in batches (a batch ends when no more
+   * records are pending or it is large), until the signal aborts. onBatch is awaited before the
+   * next batch: that is the backpressure. A broken connection is retried; ordered delivery
+   * resumes where it stopped.
+   */
+  async follow(stream: string, fromSeq: number, onBatch: (batch: LogMessage[]) => Promise<void>, signal: AbortSignal): Promise<void> {
+    let next = Math.max(1, fromSeq)
+    while (!signal.aborted) {
+      try {
+        const consumer = await this.js.consumers.get(stream, {
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: next,
+        })
+        const messages = await consumer.consume({ max_messages: 1024, idle_heartbeat: 5_000, expires: 10_000 })
+        const stop = () => void messages.stop()
+        signal.addEventListener('abort', stop, { once: true })
+        let batch: LogMessage[] = []
+        let bytes = 0
+        try {
+          for await (const m of messages) {
+            batch.push({ seq: m.seq, data: m.data, timeMs: Math.floor(m.info.timestampNanos / 1e6) })
+            bytes += m.data.length
+            if (m.info.pending === 0 || batch.length >= 512 || bytes >= 8 * 1024 * 1024) {
+              await onBatch(batch)
+              next = batch[batch.length - 1]!.seq + 1
+              batch = []
+              bytes = 0
+            }
+            if (signal.aborted) break
+          }
+        } finally {
+          signal.removeEventListener('abort', stop)
+        }
+        if (batch.length > 0 && !signal.aborted) {
+          await onBatch(batch)
+          next = batch[batch.length - 1]!.seq + 1
+        }
+      } catch (err) {
+        if (signal.aborted) return
+        this.log.warn({ stream, err: messageOf(err) }, 'following the log failed; retrying')
+        await new Promise((r) => setTimeout(r, 500))
+      }
+    }
+  }
+}
+
+
+function wrap(err: unknown, what: string): FabricError {
+  if (err instanceof FabricError) return err
+  return FabricError.unavailable(`${what}: JetStream did not answer: ${messageOf(err)}`, { cause: err })
+}

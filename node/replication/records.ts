@@ -1,0 +1,85 @@
+/**
+ * Pure: the records of fabric's logs and their encoding (MessagePack). A volume log holds data
+ * records; the catalog log holds namespace records. Records written by a node carry its writer id
+ * and a per-writer sequence (w, s): appliers drop a record whose (w, s) they have applied, so a
+ * record re-published after a crash is applied once, even beyond JetStream's dedup window.
+ */
+import { decode, encode } from '@msgpack/msgpack'
+import { FabricError } from '../errors/index.ts'
+
+export interface Written {
+  /** Writer id (the node id). */
+  w?: string
+  /** Writer sequence. */
+  s?: number
+}
+
+export interface TableOp {
+  k: string
+  /** Document JSON bytes; absent: delete. */
+  d?: Uint8Array
+  /** Expected version (0: must not exist). */
+  x?: number
+}
+
+export type VolumeRecord = Written &
+  (
+    | { op: 'put'; ds: string; k: string; d: Uint8Array; x?: number }
+    | { op: 'del'; ds: string; k: string; x?: number }
+    | { op: 'batch'; ds: string; ops: TableOp[] }
+    | { op: 'chunk'; h: string; d: Uint8Array }
+    | { op: 'file'; ds: string; n: string; size: number; sha: string; chunks: string[] }
+    | { op: 'fdel'; ds: string; n: string }
+    | { op: 'event'; ds: string; d: Uint8Array }
+  )
+
+export interface VolumeEntry {
+  id: string
+  path: string
+  home: string
+  replicas: string[]
+  createdMs: number
+}
+
+export type DatasetKind = 'table' | 'files' | 'stream'
+
+export interface DatasetEntry {
+  id: string
+  path: string
+  kind: DatasetKind
+  volumeId: string
+  description: string
+  createdMs: number
+}
+
+export type CatalogRecord =
+  | { op: 'vol+'; vol: VolumeEntry }
+  | { op: 'vol-'; id: string }
+  | { op: 'ds+'; ds: DatasetEntry }
+  | { op: 'ds-'; id: string }
+
+export function encodeRecord(record: VolumeRecord | CatalogRecord): Uint8Array {
+  return encode(record, { ignoreUndefined: true })
+}
+
+export function decodeVolumeRecord(data: Uint8Array): VolumeRecord {
+  const r = decode(data) as VolumeRecord
+  if (!r || typeof r !== 'object' || typeof (r as { op?: unknown }).op !== 'string') throw FabricError.internal('corrupt volume log record')
+  return r
+}
+
+export function decodeCatalogRecord(data: Uint8Array): CatalogRecord {
+  const r = decode(data) as CatalogRecord
+  if (!r || typeof r !== 'object' || typeof (r as { op?: unknown }).op !== 'string') throw FabricError.internal('corrupt catalog record')
+  return r
+}
+
+/** Generic (de)serialisation of stored values. */
+export const pack = (value: unknown): Uint8Array => encode(value, { ignoreUndefined: true })
+export const unpack = <T>(bytes: Uint8Array): T => decode(bytes) as T
+
+/** Stream and subject names of the logs. */
+export const CATALOG_STREAM = 'FABRIC_CATALOG'
+export const CATALOG_SUBJECT = 'fabric.catalog'
+export const volumeStream = (volumeId: string) => `FABRIC_VOL_${volumeId}`
+export const volumeSubject = (volumeId: string) => `fabric.vol.${volumeId}`
