@@ -6,6 +6,10 @@ import { fabricVersion } from '../node/identity/index.ts'
 import { EXIT_CODE_OF, EXIT_USAGE } from './exit-codes.ts'
 import { nodeCommand } from './node.ts'
 import { statusCommand } from './status.ts'
+import { fileCommand } from './file.ts'
+import { streamCommand } from './stream.ts'
+import { tableCommand } from './table.ts'
+import { datasetCommand, volumeCommand } from './volume.ts'
 import { outputOption, toJson, type OutputFormat } from './output.ts'
 
 export function program(): Command {
@@ -16,6 +20,11 @@ export function program(): Command {
     .exitOverride()
   p.addCommand(nodeCommand())
   p.addCommand(statusCommand())
+  p.addCommand(volumeCommand())
+  p.addCommand(datasetCommand())
+  p.addCommand(tableCommand())
+  p.addCommand(fileCommand())
+  p.addCommand(streamCommand())
   p.addCommand(
     new Command('version')
       .description('print the fabric version')

@@ -127,16 +127,24 @@ export function fileServiceImpl(data: DataPlane): ServiceImpl<typeof FileService
       const first = await it.next()
       if (first.done || first.value.msg.case !== 'header') throw FabricError.invalidArgument('file upload: the first message must be the header')
       const header = first.value.msg.value
+      const expect = { size: num(header.size), sha256: header.sha256 || undefined }
       async function* content() {
         for (;;) {
           const n = await it.next()
           if (n.done) return
+          if (n.value.msg.case === 'trailer') {
+            expect.sha256 = n.value.msg.value.sha256
+            const after = await it.next()
+            if (!after.done) throw FabricError.invalidArgument('file upload: nothing may follow the trailer')
+            return
+          }
           if (n.value.msg.case !== 'data') throw FabricError.invalidArgument('file upload: only data may follow the header')
           if (n.value.msg.value.length > CHUNK_BYTES) throw FabricError.invalidArgument(`file upload: a message carries ${n.value.msg.value.length} bytes; the limit is ${CHUNK_BYTES}`)
           yield n.value.msg.value
         }
       }
-      const r = await data.putFile(header.path, content(), { size: num(header.size), sha256: header.sha256 || undefined })
+      // expect is read after the content is consumed, so a trailer's sha256 counts.
+      const r = await data.putFile(header.path, content(), expect)
       return { file: fileInfo(r.file), chunksDeduplicated: r.deduplicated }
     },
     get: async function* (req) {

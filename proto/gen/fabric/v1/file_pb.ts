@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/file.proto.
  */
 export const file_fabric_v1_file: GenFile = /*@__PURE__*/
-  fileDesc("ChRmYWJyaWMvdjEvZmlsZS5wcm90bxIJZmFicmljLnYxIpgBCghGaWxlSW5mbxIMCgRwYXRoGAEgASgJEg8KB2RhdGFzZXQYAiABKAkSDAoEc2l6ZRgDIAEoBBIOCgZzaGEyNTYYBCABKAkSDwoHdmVyc2lvbhgFIAEoBBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjaHVua3MYByABKA0iSQoNUHV0RmlsZUhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKARIAIgBARIOCgZzaGEyNTYYAyABKAlCBwoFX3NpemUiUwoOUHV0RmlsZVJlcXVlc3QSKgoGaGVhZGVyGAEgASgLMhguZmFicmljLnYxLlB1dEZpbGVIZWFkZXJIABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIlEKD1B1dEZpbGVSZXNwb25zZRIhCgRmaWxlGAEgASgLMhMuZmFicmljLnYxLkZpbGVJbmZvEhsKE2NodW5rc19kZWR1cGxpY2F0ZWQYAiABKA0iLgoOR2V0RmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiTQoPR2V0RmlsZVJlc3BvbnNlEiMKBGluZm8YASABKAsyEy5mYWJyaWMudjEuRmlsZUluZm9IABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIjAKEExpc3RGaWxlc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiNwoRTGlzdEZpbGVzUmVzcG9uc2USIgoFZmlsZXMYASADKAsyEy5mYWJyaWMudjEuRmlsZUluZm8iLwoPU3RhdEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGYXRfc2VxGAIgASgEIjUKEFN0YXRGaWxlUmVzcG9uc2USIQoEZmlsZRgBIAEoCzITLmZhYnJpYy52MS5GaWxlSW5mbyIhChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJIiUKEkRlbGV0ZUZpbGVSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEMtgCCgtGaWxlU2VydmljZRI+CgNQdXQSGS5mYWJyaWMudjEuUHV0RmlsZVJlcXVlc3QaGi5mYWJyaWMudjEuUHV0RmlsZVJlc3BvbnNlKAESPgoDR2V0EhkuZmFicmljLnYxLkdldEZpbGVSZXF1ZXN0GhouZmFicmljLnYxLkdldEZpbGVSZXNwb25zZTABEkEKBExpc3QSGy5mYWJyaWMudjEuTGlzdEZpbGVzUmVxdWVzdBocLmZhYnJpYy52MS5MaXN0RmlsZXNSZXNwb25zZRI/CgRTdGF0EhouZmFicmljLnYxLlN0YXRGaWxlUmVxdWVzdBobLmZhYnJpYy52MS5TdGF0RmlsZVJlc3BvbnNlEkUKBkRlbGV0ZRIcLmZhYnJpYy52MS5EZWxldGVGaWxlUmVxdWVzdBodLmZhYnJpYy52MS5EZWxldGVGaWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRmYWJyaWMvdjEvZmlsZS5wcm90bxIJZmFicmljLnYxIpgBCghGaWxlSW5mbxIMCgRwYXRoGAEgASgJEg8KB2RhdGFzZXQYAiABKAkSDAoEc2l6ZRgDIAEoBBIOCgZzaGEyNTYYBCABKAkSDwoHdmVyc2lvbhgFIAEoBBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjaHVua3MYByABKA0iSQoNUHV0RmlsZUhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKARIAIgBARIOCgZzaGEyNTYYAyABKAlCBwoFX3NpemUiIAoOUHV0RmlsZVRyYWlsZXISDgoGc2hhMjU2GAEgASgJIoEBCg5QdXRGaWxlUmVxdWVzdBIqCgZoZWFkZXIYASABKAsyGC5mYWJyaWMudjEuUHV0RmlsZUhlYWRlckgAEg4KBGRhdGEYAiABKAxIABIsCgd0cmFpbGVyGAMgASgLMhkuZmFicmljLnYxLlB1dEZpbGVUcmFpbGVySABCBQoDbXNnIlEKD1B1dEZpbGVSZXNwb25zZRIhCgRmaWxlGAEgASgLMhMuZmFicmljLnYxLkZpbGVJbmZvEhsKE2NodW5rc19kZWR1cGxpY2F0ZWQYAiABKA0iLgoOR2V0RmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiTQoPR2V0RmlsZVJlc3BvbnNlEiMKBGluZm8YASABKAsyEy5mYWJyaWMudjEuRmlsZUluZm9IABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIjAKEExpc3RGaWxlc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiNwoRTGlzdEZpbGVzUmVzcG9uc2USIgoFZmlsZXMYASADKAsyEy5mYWJyaWMudjEuRmlsZUluZm8iLwoPU3RhdEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGYXRfc2VxGAIgASgEIjUKEFN0YXRGaWxlUmVzcG9uc2USIQoEZmlsZRgBIAEoCzITLmZhYnJpYy52MS5GaWxlSW5mbyIhChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJIiUKEkRlbGV0ZUZpbGVSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEMtgCCgtGaWxlU2VydmljZRI+CgNQdXQSGS5mYWJyaWMudjEuUHV0RmlsZVJlcXVlc3QaGi5mYWJyaWMudjEuUHV0RmlsZVJlc3BvbnNlKAESPgoDR2V0EhkuZmFicmljLnYxLkdldEZpbGVSZXF1ZXN0GhouZmFicmljLnYxLkdldEZpbGVSZXNwb25zZTABEkEKBExpc3QSGy5mYWJyaWMudjEuTGlzdEZpbGVzUmVxdWVzdBocLmZhYnJpYy52MS5MaXN0RmlsZXNSZXNwb25zZRI/CgRTdGF0EhouZmFicmljLnYxLlN0YXRGaWxlUmVxdWVzdBobLmZhYnJpYy52MS5TdGF0RmlsZVJlc3BvbnNlEkUKBkRlbGV0ZRIcLmZhYnJpYy52MS5EZWxldGVGaWxlUmVxdWVzdBodLmZhYnJpYy52MS5EZWxldGVGaWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.FileInfo
@@ -101,6 +101,26 @@ export const PutFileHeaderSchema: GenMessage<PutFileHeader> = /*@__PURE__*/
   messageDesc(file_fabric_v1_file, 1);
 
 /**
+ * Optional last message of an upload: what the sender computed while sending, checked before the
+ * file is committed (end-to-end verification without reading the file twice).
+ *
+ * @generated from message fabric.v1.PutFileTrailer
+ */
+export type PutFileTrailer = Message<"fabric.v1.PutFileTrailer"> & {
+  /**
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message fabric.v1.PutFileTrailer.
+ * Use `create(PutFileTrailerSchema)` to create a new message.
+ */
+export const PutFileTrailerSchema: GenMessage<PutFileTrailer> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_file, 2);
+
+/**
  * @generated from message fabric.v1.PutFileRequest
  */
 export type PutFileRequest = Message<"fabric.v1.PutFileRequest"> & {
@@ -121,6 +141,12 @@ export type PutFileRequest = Message<"fabric.v1.PutFileRequest"> & {
      */
     value: Uint8Array;
     case: "data";
+  } | {
+    /**
+     * @generated from field: fabric.v1.PutFileTrailer trailer = 3;
+     */
+    value: PutFileTrailer;
+    case: "trailer";
   } | { case: undefined; value?: undefined };
 };
 
@@ -129,7 +155,7 @@ export type PutFileRequest = Message<"fabric.v1.PutFileRequest"> & {
  * Use `create(PutFileRequestSchema)` to create a new message.
  */
 export const PutFileRequestSchema: GenMessage<PutFileRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 2);
+  messageDesc(file_fabric_v1_file, 3);
 
 /**
  * @generated from message fabric.v1.PutFileResponse
@@ -153,7 +179,7 @@ export type PutFileResponse = Message<"fabric.v1.PutFileResponse"> & {
  * Use `create(PutFileResponseSchema)` to create a new message.
  */
 export const PutFileResponseSchema: GenMessage<PutFileResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 3);
+  messageDesc(file_fabric_v1_file, 4);
 
 /**
  * @generated from message fabric.v1.GetFileRequest
@@ -175,7 +201,7 @@ export type GetFileRequest = Message<"fabric.v1.GetFileRequest"> & {
  * Use `create(GetFileRequestSchema)` to create a new message.
  */
 export const GetFileRequestSchema: GenMessage<GetFileRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 4);
+  messageDesc(file_fabric_v1_file, 5);
 
 /**
  * @generated from message fabric.v1.GetFileResponse
@@ -204,7 +230,7 @@ export type GetFileResponse = Message<"fabric.v1.GetFileResponse"> & {
  * Use `create(GetFileResponseSchema)` to create a new message.
  */
 export const GetFileResponseSchema: GenMessage<GetFileResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 5);
+  messageDesc(file_fabric_v1_file, 6);
 
 /**
  * @generated from message fabric.v1.ListFilesRequest
@@ -228,7 +254,7 @@ export type ListFilesRequest = Message<"fabric.v1.ListFilesRequest"> & {
  * Use `create(ListFilesRequestSchema)` to create a new message.
  */
 export const ListFilesRequestSchema: GenMessage<ListFilesRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 6);
+  messageDesc(file_fabric_v1_file, 7);
 
 /**
  * @generated from message fabric.v1.ListFilesResponse
@@ -245,7 +271,7 @@ export type ListFilesResponse = Message<"fabric.v1.ListFilesResponse"> & {
  * Use `create(ListFilesResponseSchema)` to create a new message.
  */
 export const ListFilesResponseSchema: GenMessage<ListFilesResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 7);
+  messageDesc(file_fabric_v1_file, 8);
 
 /**
  * @generated from message fabric.v1.StatFileRequest
@@ -267,7 +293,7 @@ export type StatFileRequest = Message<"fabric.v1.StatFileRequest"> & {
  * Use `create(StatFileRequestSchema)` to create a new message.
  */
 export const StatFileRequestSchema: GenMessage<StatFileRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 8);
+  messageDesc(file_fabric_v1_file, 9);
 
 /**
  * @generated from message fabric.v1.StatFileResponse
@@ -284,7 +310,7 @@ export type StatFileResponse = Message<"fabric.v1.StatFileResponse"> & {
  * Use `create(StatFileResponseSchema)` to create a new message.
  */
 export const StatFileResponseSchema: GenMessage<StatFileResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 9);
+  messageDesc(file_fabric_v1_file, 10);
 
 /**
  * @generated from message fabric.v1.DeleteFileRequest
@@ -301,7 +327,7 @@ export type DeleteFileRequest = Message<"fabric.v1.DeleteFileRequest"> & {
  * Use `create(DeleteFileRequestSchema)` to create a new message.
  */
 export const DeleteFileRequestSchema: GenMessage<DeleteFileRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 10);
+  messageDesc(file_fabric_v1_file, 11);
 
 /**
  * @generated from message fabric.v1.DeleteFileResponse
@@ -318,7 +344,7 @@ export type DeleteFileResponse = Message<"fabric.v1.DeleteFileResponse"> & {
  * Use `create(DeleteFileResponseSchema)` to create a new message.
  */
 export const DeleteFileResponseSchema: GenMessage<DeleteFileResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_file, 11);
+  messageDesc(file_fabric_v1_file, 12);
 
 /**
  * FileService stores files in files datasets. Content is streamed in chunks of at most 256 KiB,

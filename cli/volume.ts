@@ -1,0 +1,166 @@
+/** `fabric volume ...` and `fabric ds ...`: the namespace. */
+import { createInterface } from 'node:readline/promises'
+import { Command, Option } from 'commander'
+import { DatasetKind, NamespaceService, type Dataset, type Volume } from '../proto/gen/fabric/v1/namespace_pb.ts'
+import { FabricError } from '../node/errors/index.ts'
+import { serverOption, withClient } from './client.ts'
+import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
+import { columns, iso, writeLine } from './util.ts'
+
+type Common = { server: string; output: OutputFormat }
+
+const volumeJson = (v: Volume | undefined) => ({ path: v?.path ?? '', id: v?.id ?? '', home: v?.home ?? '', replicas: v?.replicas ?? [], createdAt: iso(v?.createdAt) })
+
+const KIND_NAMES: Record<string, DatasetKind> = { table: DatasetKind.TABLE, files: DatasetKind.FILES, stream: DatasetKind.STREAM }
+const kindName = (k: DatasetKind) => Object.entries(KIND_NAMES).find(([, v]) => v === k)?.[0] ?? 'unknown'
+const datasetJson = (d: Dataset | undefined) => ({
+  path: d?.path ?? '',
+  id: d?.id ?? '',
+  kind: kindName(d?.kind ?? DatasetKind.UNSPECIFIED),
+  volume: d?.volume ?? '',
+  description: d?.description ?? '',
+  createdAt: iso(d?.createdAt),
+})
+
+const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)
+
+export function volumeCommand(): Command {
+  const cmd = new Command('volume').description('volumes: subtrees of the namespace, the unit of placement, replication and snapshots')
+  cmd
+    .command('create <path>')
+    .description('create a volume at PATH (its home site orders its writes)')
+    .option('--home <site>', "home site (default: this node's site)")
+    .option('--replicas <sites>', 'comma-separated replica sites', list, [] as string[])
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common & { home?: string; replicas: string[] }) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.createVolume({ path, home: o.home ?? '', replicas: o.replicas }))
+      const v = volumeJson(r.volume)
+      writeLine(o.output === 'json' ? toJson(v) : `created volume ${v.path} (id ${v.id}, home ${v.home}${v.replicas.length ? `, replicas ${v.replicas.join(',')}` : ''})`)
+    })
+  cmd
+    .command('ls')
+    .description('list volumes')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.listVolumes({}))
+      const vols = r.volumes.map(volumeJson)
+      writeLine(o.output === 'json' ? toJson(vols) : columns(['PATH', 'HOME', 'REPLICAS', 'ID'], vols.map((v) => [v.path, v.home, v.replicas.join(',') || '-', v.id])))
+    })
+  cmd
+    .command('stat <path>')
+    .description('show a volume: home, replicas, log position, bytes, datasets')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.getVolume({ path }))
+      const s = r.stats
+      const j = {
+        ...volumeJson(r.volume),
+        appliedSeq: s?.appliedSeq ?? 0n,
+        lastSeq: s?.lastSeq ?? 0n,
+        logBytes: s?.logBytes ?? 0n,
+        datasets: s?.datasets ?? 0,
+        bytes: s?.bytes ?? 0n,
+      }
+      writeLine(
+        o.output === 'json'
+          ? toJson(j)
+          : keyValues([
+              ['volume', j.path],
+              ['id', j.id],
+              ['home', j.home],
+              ['replicas', j.replicas.join(', ') || '-'],
+              ['log position', `${j.appliedSeq} applied of ${j.lastSeq}`],
+              ['log bytes', formatBytes(j.logBytes)],
+              ['datasets', String(j.datasets)],
+              ['data bytes', formatBytes(j.bytes)],
+              ['created', j.createdAt],
+            ]),
+      )
+    })
+  cmd
+    .command('rm <path>')
+    .description('remove an empty volume (with --force, also the datasets in it)')
+    .option('--force', 'also remove the datasets in the volume (asks for confirmation)')
+    .option('-y, --yes', 'do not ask for confirmation (needed for --force when not on a terminal)')
+    .addOption(serverOption())
+    .action(async (path: string, o: { server: string; force?: boolean; yes?: boolean }) => {
+      if (o.force && !o.yes) await confirm(`Remove volume ${path} and every dataset in it? This cannot be undone.`)
+      const r = await withClient(NamespaceService, o.server, (c) => c.deleteVolume({ path, force: o.force ?? false }))
+      writeLine(`removed volume ${path}${r.datasetsDeleted ? ` and ${r.datasetsDeleted} dataset(s)` : ''}`)
+    })
+  return cmd
+}
+
+/** Asks on the terminal; refuses when there is none (scripts must say --yes). */
+async function confirm(question: string): Promise<void> {
+  if (!process.stdin.isTTY) throw FabricError.invalidArgument('--force needs --yes when not run on a terminal')
+  const rl = createInterface({ input: process.stdin, output: process.stderr })
+  try {
+    const answer = await rl.question(`${question} [y/N] `)
+    if (!/^y(es)?$/i.test(answer.trim())) throw FabricError.failedPrecondition('not confirmed: nothing was removed')
+  } finally {
+    rl.close()
+  }
+}
+
+export function datasetCommand(): Command {
+  const cmd = new Command('ds').description('datasets: tables, file trees and event streams in the namespace')
+  cmd
+    .command('create <path>')
+    .description('create a dataset at PATH')
+    .addOption(new Option('--kind <kind>', 'what the dataset holds').choices(Object.keys(KIND_NAMES)).makeOptionMandatory())
+    .option('--description <text>', 'what the dataset is for', '')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common & { kind: string; description: string }) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.createDataset({ path, kind: KIND_NAMES[o.kind]!, description: o.description }))
+      const d = datasetJson(r.dataset)
+      writeLine(o.output === 'json' ? toJson(d) : `created ${d.kind} dataset ${d.path} in volume ${d.volume}`)
+    })
+  cmd
+    .command('ls [prefix]')
+    .description('list datasets (at or under PREFIX)')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (prefix: string | undefined, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.listDatasets({ prefix: prefix ?? '/' }))
+      const ds = r.datasets.map(datasetJson)
+      writeLine(o.output === 'json' ? toJson(ds) : columns(['PATH', 'KIND', 'VOLUME', 'DESCRIPTION'], ds.map((d) => [d.path, d.kind, d.volume, d.description])))
+    })
+  cmd
+    .command('stat <path>')
+    .description('show a dataset: kind, volume, count, bytes, last write position')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.getDataset({ path }))
+      const j = { ...datasetJson(r.dataset), count: r.stats?.count ?? 0n, bytes: r.stats?.bytes ?? 0n, lastWriteSeq: r.stats?.lastWriteSeq ?? 0n }
+      const noun = { table: 'records', files: 'files', stream: 'events' }[j.kind] ?? 'items'
+      writeLine(
+        o.output === 'json'
+          ? toJson(j)
+          : keyValues([
+              ['dataset', j.path],
+              ['kind', j.kind],
+              ['volume', j.volume],
+              [noun, String(j.count)],
+              ['bytes', formatBytes(j.bytes)],
+              ['last write', j.lastWriteSeq ? `position ${j.lastWriteSeq}` : 'none'],
+              ['description', j.description || '-'],
+              ['created', j.createdAt],
+            ]),
+      )
+    })
+  cmd
+    .command('rm <path>')
+    .description('remove a dataset')
+    .addOption(serverOption())
+    .action(async (path: string, o: { server: string }) => {
+      await withClient(NamespaceService, o.server, (c) => c.deleteDataset({ path }))
+      writeLine(`removed dataset ${path}`)
+    })
+  return cmd
+}
