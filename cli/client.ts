@@ -1,6 +1,6 @@
 /** How commands reach a node: --server, then $FABRIC_SERVER, then the default API address. */
 import { Option } from 'commander'
-import { createClient, type AnyService, type Client } from '../node/api/index.ts'
+import { createClient, type AnyService, type Client } from '../node/api/client.ts'
 
 export const DEFAULT_SERVER = '127.0.0.1:7400'
 

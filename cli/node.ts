@@ -1,8 +1,5 @@
 /** `fabric node ...`: run the daemon. */
 import { Command } from 'commander'
-import { loadConfig } from '../node/config/index.ts'
-import { createLogger } from '../node/log/index.ts'
-import { FabricNode } from '../node/main.ts'
 import { FabricError } from '../node/errors/index.ts'
 import { EXIT_CODE_OF, EXIT_FORCED } from './exit-codes.ts'
 
@@ -20,6 +17,12 @@ export function nodeCommand(): Command {
 
 /** Runs the daemon; resolves with the process exit code once it has stopped. */
 async function runNode(configFile: string | undefined): Promise<number> {
+  // The daemon's modules load only here, so other commands start fast.
+  const [{ loadConfig }, { createLogger }, { FabricNode }] = await Promise.all([
+    import('../node/config/index.ts'),
+    import('../node/log/index.ts'),
+    import('../node/main.ts'),
+  ])
   // Config errors come before any logger exists (the logger is configured by it): plain stderr.
   const config = loadConfig({ file: configFile })
   const log = createLogger(config.log)

@@ -1,6 +1,9 @@
 /** Progress bars on stderr, only when stderr is a terminal (never in scripts or logs). */
-import cliProgress from 'cli-progress'
+import { createRequire } from 'node:module'
 import { formatBytes } from './output.ts'
+
+// Loaded only when a bar is shown (a terminal): scripts do not pay for it.
+const require = createRequire(import.meta.url)
 
 export interface Progress {
   update(done: number): void
@@ -12,6 +15,7 @@ const NONE: Progress = { update: () => undefined, stop: () => undefined }
 /** A bar for `total` units (bytes when unit is "bytes", else a count of `unit`). */
 export function progress(label: string, total: number, unit: 'bytes' | string): Progress {
   if (!process.stderr.isTTY || total <= 0) return NONE
+  const cliProgress = require('cli-progress') as typeof import('cli-progress')
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,

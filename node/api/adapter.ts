@@ -81,8 +81,17 @@ export function toServiceError(err: unknown, log: Logger, method: string): Parti
   const fe = FabricError.from(err)
   if (fe.code === 'INTERNAL') log.error({ err: fe.cause ?? fe, method }, 'call failed with an internal error')
   const metadata = new grpc.Metadata()
-  for (const [k, v] of Object.entries(fe.details)) metadata.set(DETAIL_PREFIX + k.toLowerCase().replace(/[^a-z0-9_.-]/g, '-'), v)
-  return { code: GRPC_STATUS_OF[fe.code], details: fe.message, metadata }
+  for (const [k, v] of Object.entries(fe.details)) {
+    // Metadata values must be printable ASCII; anything else (a key with NUL or non-Latin text)
+    // is sent percent-encoded rather than breaking the response.
+    metadata.set(DETAIL_PREFIX + k.toLowerCase().replace(/[^a-z0-9_.-]/g, '-'), /^[ -~]*$/.test(v) ? v : encodeURIComponent(v))
+  }
+  return { code: GRPC_STATUS_OF[fe.code], details: toAsciiSafe(fe.message), metadata }
+}
+
+/** grpc-js sends the status message as a header: keep it printable so no message breaks a call. */
+function toAsciiSafe(message: string): string {
+  return message.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 /** grpc-js handlers that call the typed implementation with a context. */

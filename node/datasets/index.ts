@@ -71,18 +71,35 @@ export class DataPlane {
     this.writer = new LogWriter({ writerId: o.writerId, store: o.store, logs: o.logs, log: o.log, retainAfterAckMs: o.retainAfterAckMs })
   }
 
+  private readonly stopping = new AbortController()
+  private recovering: Promise<number> | undefined
+
   async start(): Promise<void> {
-    await this.writer.start()
-    for (const v of this.o.catalog.listVolumes()) await this.openVolume(v)
-    this.o.catalog.on('volume-added', this.onAdded)
-    this.o.catalog.on('volume-removed', this.onRemoved)
-    await this.writer.recover()
+    try {
+      await this.writer.start()
+      for (const v of this.o.catalog.listVolumes()) await this.openVolume(v)
+      this.o.catalog.on('volume-added', this.onAdded)
+      this.o.catalog.on('volume-removed', this.onRemoved)
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+    // Writes accepted before a crash are published again in the background: the node serves
+    // meanwhile, and a volume whose log is unreachable does not hold up the others' start.
+    this.recovering = this.writer.recover((id) => this.o.catalog.volume(id) !== undefined, this.stopping.signal)
+  }
+
+  /** Resolves once the outbox of the previous run is published again (tests, status). */
+  recovered(): Promise<number> {
+    return this.recovering ?? Promise.resolve(0)
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort()
     this.o.catalog.off('volume-added', this.onAdded)
     this.o.catalog.off('volume-removed', this.onRemoved)
     this.writer.stop()
+    await this.recovering
     await Promise.all([...this.volumes.keys()].map((id) => this.closeVolume(id)))
   }
 

@@ -63,23 +63,40 @@ export class LogWriter {
 
   /**
    * Publishes everything still in the outbox again (after a restart). Chunks of file commits go
-   * first, read from the chunk store; the applier ignores the copies it already has.
+   * first, read from the chunk store; the applier ignores the copies it already has. Entries of
+   * volumes that no longer exist are dropped. Runs until every entry is published, retrying
+   * while a log is unreachable; resolves with the number of records published.
    */
-  async recover(): Promise<number> {
+  async recover(volumeExists: (volumeId: string) => boolean, signal?: AbortSignal): Promise<number> {
     let count = 0
-    for await (const [key, value] of this.o.store.entries({ gte: keys.outboxPrefix, lt: keys.prefixEnd(keys.outboxPrefix) })) {
-      const wseq = parseInt(key.slice(keys.outboxPrefix.length), 16)
-      const entry = unpack<OutboxEntry>(value)
-      for (const h of entry.c ?? []) {
-        const data = await this.o.store.get(keys.chunk(h))
-        if (data) await this.o.logs().append(volumeSubject(entry.v), encodeRecord({ op: 'chunk', h, d: data }))
+    for (;;) {
+      try {
+        for await (const [key, value] of this.o.store.entries({ gte: keys.outboxPrefix, lt: keys.prefixEnd(keys.outboxPrefix) })) {
+          if (signal?.aborted) return count
+          const wseq = parseInt(key.slice(keys.outboxPrefix.length), 16)
+          if (this.acked.some((a) => a.wseq === wseq)) continue
+          const entry = unpack<OutboxEntry>(value)
+          if (!volumeExists(entry.v)) {
+            await this.o.store.batch([{ type: 'del', key }])
+            continue
+          }
+          for (const h of entry.c ?? []) {
+            const data = await this.o.store.get(keys.chunk(h))
+            if (data) await this.o.logs().append(volumeSubject(entry.v), encodeRecord({ op: 'chunk', h, d: data }))
+          }
+          await this.o.logs().append(volumeSubject(entry.v), entry.b, { msgId: `${this.o.writerId}:${wseq}` })
+          this.acked.push({ wseq, at: Date.now() })
+          this.acked.sort((a, b) => a.at - b.at)
+          count++
+        }
+        if (count > 0) this.o.log.info({ records: count }, 'outbox published again after restart')
+        return count
+      } catch (err) {
+        if (signal?.aborted) return count
+        this.o.log.warn({ err: (err as Error).message }, 'publishing the outbox again failed; retrying in 2 s')
+        await new Promise((r) => setTimeout(r, 2_000))
       }
-      await this.o.logs().append(volumeSubject(entry.v), entry.b, { msgId: `${this.o.writerId}:${wseq}` })
-      this.acked.push({ wseq, at: Date.now() })
-      count++
     }
-    if (count > 0) this.o.log.info({ records: count }, 'outbox published again after restart')
-    return count
   }
 
   /**
