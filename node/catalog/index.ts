@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { WrongLastSequence, type Logs } from '../nats/index.ts'
-import { Follower } from '../replication/follower.ts'
+import { Follower } from '../replication/index.ts'
 import {
   CATALOG_STREAM,
   CATALOG_SUBJECT,
@@ -21,12 +21,12 @@ import {
   type DatasetEntry,
   type DatasetKind,
   type VolumeEntry,
-} from '../replication/records.ts'
+} from '../replication/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
 import { contains, nearest, parseDatasetPath, parsePath } from './paths.ts'
 
 export * from './paths.ts'
-export type { DatasetEntry, DatasetKind, VolumeEntry } from '../replication/records.ts'
+export type { DatasetEntry, DatasetKind, VolumeEntry } from '../replication/index.ts'
 
 export const ROOT_VOLUME_ID = 'root'
 

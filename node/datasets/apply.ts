@@ -6,8 +6,7 @@
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import type { LogMessage } from '../nats/index.ts'
-import type { ApplyResult, Outcome } from '../replication/follower.ts'
-import { decodeVolumeRecord, pack, unpack, type TableOp, type VolumeRecord } from '../replication/records.ts'
+import { decodeVolumeRecord, pack, unpack, type ApplyResult, type Outcome, type TableOp, type VolumeRecord } from '../replication/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
 
 /** A stored table document version or file version; no `d` (table) / no `sha` (file): deleted. */

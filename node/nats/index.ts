@@ -62,6 +62,8 @@ export class NatsService implements Service {
   private nc: NatsConnection | undefined
   private isConnected = false
   private logsInstance: Logs | undefined
+  /** JetStream domain in use (undefined: the server's default, no domain). */
+  private jsDomain: string | undefined
 
   constructor(private readonly o: NatsOptions) {
     if (o.mode === 'embedded') {
@@ -99,7 +101,7 @@ export class NatsService implements Service {
 
   /** fabric's logs on this connection (JetStream streams in the site's domain). */
   logs(): Logs {
-    this.logsInstance ??= new Logs(this.connection, this.o.log, this.o.domain)
+    this.logsInstance ??= new Logs(this.connection, this.o.log, this.jsDomain)
     return this.logsInstance
   }
 
@@ -140,8 +142,26 @@ export class NatsService implements Service {
       throw FabricError.unavailable(`cannot connect to NATS at ${redactUrl(url)}: ${messageOf(cause)}`, { cause, details: { url: redactUrl(url) } })
     }
     this.isConnected = true
+    this.jsDomain = o.mode === 'embedded' ? o.domain : await this.externalDomain(this.nc)
     this.watchStatus(this.nc)
     o.log.info({ url: redactUrl(url), mode: o.mode, serverVersion: this.nc.info?.version }, 'connected to NATS')
+  }
+
+  /**
+   * The JetStream domain of an external NATS, as the server reports it. A site is one domain; a
+   * server without a domain serves JetStream without one, so the node must not ask for its site's.
+   */
+  private async externalDomain(nc: NatsConnection): Promise<string | undefined> {
+    try {
+      const info = await (await jetstreamManager(nc, { timeout: 5_000 })).getAccountInfo()
+      const site = (this.o as { domain?: string }).domain
+      if (info.domain && site && info.domain !== site) {
+        this.o.log.warn({ site, domain: info.domain }, 'the external NATS serves JetStream under another domain than the site name; using its domain')
+      }
+      return info.domain || undefined
+    } catch (cause) {
+      throw FabricError.unavailable(`the NATS at ${this.url} has no JetStream for this account: ${messageOf(cause)}`, { cause })
+    }
   }
 
   private watchStatus(nc: NatsConnection): void {
@@ -194,7 +214,7 @@ export class NatsService implements Service {
     }
     if (!nc || !this.isConnected) return base
     try {
-      const domain = o.domain
+      const domain = this.jsDomain
       const jsm = await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false, ...(domain ? { domain } : {}) })
       const info = await jsm.getAccountInfo()
       return { ...base, jetstream: true, domain: info.domain ?? domain ?? '', jetstreamBytes: info.storage }

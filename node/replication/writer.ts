@@ -89,7 +89,7 @@ export class LogWriter {
           this.acked.sort((a, b) => a.at - b.at)
           count++
         }
-        if (count > 0) this.o.log.info({ records: count }, 'outbox published again after restart')
+        this.o.log.info({ records: count }, 'outbox recovered')
         return count
       } catch (err) {
         if (signal?.aborted) return count

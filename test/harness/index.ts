@@ -265,6 +265,8 @@ export interface NatsServerProcess {
   pid: number
   storeDir: string
   stop(): Promise<void>
+  /** Stops the server and starts it again on the same port and store (clients reconnect). */
+  restart(): Promise<void>
 }
 
 /**
@@ -273,35 +275,48 @@ export interface NatsServerProcess {
  */
 export async function startNatsServer(t: Teardown, options: { domain?: string; args?: string[] } = {}): Promise<NatsServerProcess> {
   const dir = await tempDir(t, 'nats-')
-  const args = ['-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir, '-js', '-sd', dir, ...(options.args ?? [])]
+  const args = ['-a', '127.0.0.1', '--ports_file_dir', dir, '-js', '-sd', dir, ...(options.args ?? [])]
   if (options.domain) {
     const conf = path.join(dir, 'server.conf')
     await writeFile(conf, `jetstream { domain: ${JSON.stringify(options.domain)} }\n`)
     args.push('-c', conf)
   }
-  const child = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()))
+  let child: ChildProcess
+  let exited: Promise<void>
+  const spawnServer = async (port: number) => {
+    const c = spawn('nats-server', [...args, '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    child = c
+    let stderr = ''
+    c.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    exited = new Promise<void>((resolve) => c.once('close', () => resolve()))
+    return poll(`nats-server ports file`, async () => {
+      if (c.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`)
+      const name = (await readdir(dir)).find((n) => n.endsWith(`_${c.pid}.ports`))
+      if (!name) return undefined
+      return (JSON.parse(await readFile(path.join(dir, name), 'utf8')) as { nats: string[] }).nats[0]
+    })
+  }
   t.teardown(async () => {
     child.kill('SIGKILL')
     await exited
   })
-  const url = await poll(`nats-server ports file\n${stderr}`, async () => {
-    if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`)
-    const name = (await readdir(dir)).find((n) => n.endsWith(`_${child.pid}.ports`))
-    if (!name) return undefined
-    return (JSON.parse(await readFile(path.join(dir, name), 'utf8')) as { nats: string[] }).nats[0]
-  })
-  return {
+  const url = await spawnServer(-1)
+  const port = Number(new URL(url).port)
+  const server: NatsServerProcess = {
     url,
-    pid: child.pid!,
+    pid: child!.pid!,
     storeDir: dir,
     async stop() {
       child.kill('SIGTERM')
       await exited
     },
+    async restart() {
+      await server.stop()
+      await spawnServer(port)
+      server.pid = child.pid!
+    },
   }
+  return server
 }
 
 /**
