@@ -216,6 +216,9 @@ export class FabricNode {
     m.gauge('fabric_nats_server_restarts', 'Times the embedded nats-server was restarted after exiting unexpectedly.', {
       collect: (g) => g.set(this.nats?.restarts ?? 0),
     })
+    m.gauge('fabric_log_regressions', 'Times a volume log was found to have lost records this node had applied (then republished from the outbox).', {
+      collect: (g) => g.set(this.data?.logRegressions ?? 0),
+    })
     m.gauge('fabric_store_bytes', 'Bytes the LevelDB store uses on disk.', { collect: async (g) => g.set((await this.store?.bytesUsed()) ?? 0) })
     m.gauge('fabric_data_dir_bytes', 'Bytes used on disk under the data dir.', { collect: async (g) => g.set(await diskUsage(this.config.node.dataDir)) })
   }

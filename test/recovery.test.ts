@@ -133,11 +133,21 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   await logs.ensure(volumeStream(volumeId), volumeSubject(volumeId))
 
   const dir = await tempDir(t)
+  let onRegression = () => undefined as unknown
   const openNode = async (name: string) => {
     const store = new Store({ dir: path.join(dir, name), log })
     await store.start()
     const applier = new VolumeApplier(store, volumeId, 'writer-a', log, () => undefined)
-    const follower = new Follower({ name, logs, stream: volumeStream(volumeId), store, appliedKey: keys.volumeApplied(volumeId), apply: (b) => applier.apply(b), log })
+    const follower = new Follower({
+      name,
+      logs,
+      stream: volumeStream(volumeId),
+      store,
+      appliedKey: keys.volumeApplied(volumeId),
+      apply: (b) => applier.apply(b),
+      log,
+      onRegression: () => void onRegression(),
+    })
     await follower.start()
     return { store, applier, follower, async close() { await follower.stop(); await store.stop() } }
   }
@@ -174,7 +184,20 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   await a.follower.waitApplied((await logs.info(volumeStream(volumeId))).lastSeq)
   const [sa, sb] = [await a.applier.stat('d1'), await b.applier.stat('d1')]
   t.same({ count: sa.count, bytes: sa.bytes }, { count: sb.count, bytes: sb.bytes }, 'the same data, each write applied once')
+  await b.close()
+
+  // Worse: the log loses records *and positions* (the stream comes back shorter than what this
+  // node applied). The follower notices, resumes at the log's end instead of skipping what comes
+  // next, and the outbox fills the log again.
+  onRegression = () => restarted.recover(() => true, undefined, { includeAcked: true })
+  await jsm.streams.delete(volumeStream(volumeId))
+  await logs.ensure(volumeStream(volumeId), volumeSubject(volumeId))
+  await nats.restart()
+  await poll('the follower noticed the lost records', () => a.follower.regressions === 1, 30_000)
+  await poll('the outbox refilled the log', async () => (await logs.info(volumeStream(volumeId))).messages >= 20, 30_000)
+  const next = await restarted.append(volumeId, { op: 'put', ds: 'd1', k: 'after-loss', d: new TextEncoder().encode('{"new":true}') })
+  await a.follower.waitApplied(next)
+  t.equal((await a.applier.stat('d1')).count, 21, 'a write after the loss is applied, not skipped; none applied twice')
   restarted.stop()
   await a.close()
-  await b.close()
 })

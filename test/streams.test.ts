@@ -1,7 +1,7 @@
 /** Stream datasets as a user sees them: events published in order and read back from a position, a time, or live. */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt'
+import { timestampFromMs } from '@bufbuild/protobuf/wkt'
 import { createClient } from '../node/api/index.ts'
 import { isFabricError } from '../node/errors/index.ts'
 import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
@@ -144,15 +144,12 @@ t.test('sub --from, --since and --count pick the events', async (t) => {
   const second = everything[1]!
   t.ok(Date.parse(second.time) > Date.parse(everything[0]!.time), 'the events have distinct times')
 
-  const [from, fromBetween, since, sinceEarly, sinceLate, count2, fromCount, past] = await Promise.all([
+  const [from, since, sinceLate, count2, fromCount] = await Promise.all([
     sub(t, path, '--from', String(seqs[2])),
-    sub(t, path, '--from', String(seqs[0]! + 1)),
     sub(t, path, '--since', second.time),
-    sub(t, path, '--since', '2000-01-01T00:00:00Z'),
     sub(t, path, '--since', new Date(Date.now() + 3_600_000).toISOString()),
     sub(t, path, '--count', '2'),
     sub(t, path, '--from', String(seqs[1]), '--count', '2'),
-    sub(t, path, '--from', String(seqs[3]! + 1000)),
   ])
   t.same(
     from.map((l) => l.seq),
@@ -160,21 +157,11 @@ t.test('sub --from, --since and --count pick the events', async (t) => {
     '--from a position: that event and the later ones',
   )
   t.same(
-    fromBetween.map((l) => l.seq),
-    seqs.slice(1),
-    '--from between positions: the next event on',
-  )
-  t.same(
     since.map((l) => l.event),
     [{ i: 2 }, { i: 3 }, { i: 4 }],
     '--since the time of the 2nd event: from the 2nd on',
   )
-  t.same(
-    sinceEarly.map((l) => l.seq),
-    seqs,
-    '--since long ago: all',
-  )
-  t.same(sinceLate, [], '--since in the future: none')
+  t.same(sinceLate, [], '--since in the future: none, and no waiting')
   t.same(
     count2.map((l) => l.event),
     [{ i: 1 }, { i: 2 }],
@@ -185,7 +172,17 @@ t.test('sub --from, --since and --count pick the events', async (t) => {
     seqs.slice(1, 3),
     '--from with --count',
   )
-  t.same(past, [], '--from past the end: none, and no waiting')
+
+  // The same over gRPC, at the edges.
+  const seqsOf = async (req: { fromSeq?: bigint; since?: ReturnType<typeof timestampFromMs>; count?: bigint }) => {
+    const out: number[] = []
+    for await (const ev of streams.subscribe({ path, ...req })) out.push(Number(ev.seq))
+    return out
+  }
+  t.same(await seqsOf({ fromSeq: BigInt(seqs[0]! + 1) }), seqs.slice(1), 'from just after a position: the next event on')
+  t.same(await seqsOf({ since: timestampFromMs(Date.parse('2000-01-01T00:00:00Z')) }), seqs, 'since long ago: all')
+  t.same(await seqsOf({ since: timestampFromMs(Date.parse(everything[2]!.time)), count: 1n }), [seqs[2]], 'since the 3rd event, one event')
+  t.same(await seqsOf({ fromSeq: BigInt(seqs[3]! + 1000) }), [], 'from past the end: none')
 
   const [both, badTime, badFrom] = await Promise.all([
     cli('stream', 'sub', path, '--from', '1', '--since', second.time),
@@ -379,13 +376,4 @@ t.test('bad events get a clear error and nothing is appended', async (t) => {
   const back = (await all(path)).at(-1)!
   t.equal(back.seq, seq)
   t.equal(back.json, atLimit, 'an event at the limit round-trips')
-})
-
-t.test('subscribe over gRPC: since and count', async (t) => {
-  const events = await all('/plant/ranges')
-  const times: Date[] = []
-  for await (const ev of streams.subscribe({ path: '/plant/ranges' })) times.push(timestampDate(ev.time!))
-  const got: number[] = []
-  for await (const ev of streams.subscribe({ path: '/plant/ranges', since: timestampFromMs(times[2]!.getTime()), count: 1n })) got.push(Number(ev.seq))
-  t.same(got, [events[2]!.seq], 'since the 3rd event, one event')
 })

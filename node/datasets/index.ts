@@ -87,6 +87,23 @@ export class DataPlane {
     this.recovering = this.writer.recover((id) => this.o.catalog.volume(id) !== undefined, this.stopping.signal)
   }
 
+  private republishing: Promise<number> | undefined
+
+  /** Publishes every record still in the outbox again (after a log lost records). */
+  private republish(): Promise<number> {
+    this.republishing ??= this.writer
+      .recover((id) => this.o.catalog.volume(id) !== undefined, this.stopping.signal, { includeAcked: true })
+      .finally(() => (this.republishing = undefined))
+    return this.republishing
+  }
+
+  /** Times volume logs were found to have lost records this node had applied. */
+  get logRegressions(): number {
+    let n = 0
+    for (const rt of this.volumes.values()) n += rt.follower.regressions
+    return n
+  }
+
   /** Resolves once the outbox of the previous run is published again (tests, status). */
   recovered(): Promise<number> {
     return this.recovering ?? Promise.resolve(0)
@@ -121,6 +138,8 @@ export class DataPlane {
       appliedKey: keys.volumeApplied(v.id),
       apply: (batch) => applier.apply(batch),
       log: this.o.log,
+      // Records this node accepted may be among those lost: its outbox still has them.
+      onRegression: () => void this.republish(),
     })
     this.volumes.set(v.id, { follower, applier })
     await follower.start()

@@ -130,17 +130,37 @@ export class Logs {
    * records are pending or it is large), until the signal aborts. onBatch is awaited before the
    * next batch: that is the backpressure. A broken connection is retried; ordered delivery
    * resumes where it stopped.
+   *
+   * Before every (re)subscription, and after every reconnect, the log's end is compared with the
+   * position to resume from. A log that ends before it lost records the follower had seen (a
+   * nats-server 2.9 killed or powered off before it wrote them out); onRegression decides where
+   * to resume, so records appended after the loss are not skipped.
    */
-  async follow(stream: string, fromSeq: number, onBatch: (batch: LogMessage[]) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async follow(
+    stream: string,
+    fromSeq: number,
+    onBatch: (batch: LogMessage[]) => Promise<void>,
+    signal: AbortSignal,
+    onRegression: (lastSeq: number, expected: number) => Promise<number>,
+  ): Promise<void> {
     let next = Math.max(1, fromSeq)
+    let stopCurrent: (() => void) | undefined
+    // A reconnect may mean a restarted server: re-check the log's end before going on.
+    const statuses = this.nc.status() as AsyncIterable<{ type: string }> & { stop?: () => void }
+    void (async () => {
+      for await (const s of statuses) if (s.type === 'reconnect') stopCurrent?.()
+    })().catch(() => undefined)
     while (!signal.aborted) {
       try {
+        const info = await this.info(stream)
+        if (info.lastSeq < next - 1) next = await onRegression(info.lastSeq, next - 1)
         const consumer = await this.js.consumers.get(stream, {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: next,
         })
         const messages = await consumer.consume({ max_messages: 1024, idle_heartbeat: 5_000, expires: 10_000 })
         const stop = () => void messages.stop()
+        stopCurrent = stop
         signal.addEventListener('abort', stop, { once: true })
         let batch: LogMessage[] = []
         let bytes = 0
@@ -158,20 +178,21 @@ export class Logs {
           }
         } finally {
           signal.removeEventListener('abort', stop)
+          stopCurrent = undefined
         }
         if (batch.length > 0 && !signal.aborted) {
           await onBatch(batch)
           next = batch[batch.length - 1]!.seq + 1
         }
       } catch (err) {
-        if (signal.aborted) return
+        if (signal.aborted) break
         this.log.warn({ stream, err: messageOf(err) }, 'following the log failed; retrying')
         await new Promise((r) => setTimeout(r, 500))
       }
     }
+    statuses.stop?.()
   }
 }
-
 
 function wrap(err: unknown, what: string): FabricError {
   if (err instanceof FabricError) return err

@@ -35,12 +35,18 @@ export interface FollowerOptions {
   appliedKey: string
   apply: Apply
   log: Logger
+  /**
+   * The log lost records this follower had applied (see Logs.follow). Called after the follower
+   * has moved its position back to the log's end; typically publishes the outbox again.
+   */
+  onRegression?: (lastSeq: number, applied: number) => void
 }
 
 const MAX_KEPT_OUTCOMES = 100_000
 
 export class Follower {
   private appliedSeq = 0
+  private regressionCount = 0
   private readonly controller = new AbortController()
   private running: Promise<void> | undefined
   private waiters: Array<{ seq: number; resolve: (o: Outcome | undefined) => void; reject: (e: unknown) => void }> = []
@@ -57,7 +63,7 @@ export class Follower {
     const raw = await this.o.store.get(this.o.appliedKey)
     this.appliedSeq = raw ? Number(new TextDecoder().decode(raw)) : 0
     this.running = this.o.logs
-      .follow(this.o.stream, this.appliedSeq + 1, (batch) => this.onBatch(batch), this.controller.signal)
+      .follow(this.o.stream, this.appliedSeq + 1, (batch) => this.onBatch(batch), this.controller.signal, (lastSeq, applied) => this.onRegression(lastSeq, applied))
       .catch((err: unknown) => this.o.log.error({ err, log: this.o.name }, 'log follower stopped'))
   }
 
@@ -101,6 +107,26 @@ export class Follower {
     const o = this.outcomes.get(seq)
     if (o) this.outcomes.delete(seq)
     return o
+  }
+
+  /**
+   * The log ends at lastSeq although this node applied up to `applied`: JetStream lost the tail.
+   * What was applied stays applied (appliers recognise those records if they come again, by their
+   * writer and writer sequence); the position moves back to the log's end so that records
+   * appended from now on are applied, not skipped as already seen.
+   */
+  private async onRegression(lastSeq: number, applied: number): Promise<number> {
+    this.o.log.error({ log: this.o.name, applied, logEnd: lastSeq }, 'the log lost records this node had applied (nats-server crash or power loss); resuming at its end')
+    await this.o.store.batch([{ type: 'put', key: this.o.appliedKey, value: new TextEncoder().encode(String(lastSeq)) }], { sync: true })
+    this.appliedSeq = lastSeq
+    this.regressionCount++
+    this.o.onRegression?.(lastSeq, applied)
+    return lastSeq + 1
+  }
+
+  /** Times the log was found to have lost records this follower had applied. */
+  get regressions(): number {
+    return this.regressionCount
   }
 
   private async onBatch(batch: LogMessage[]): Promise<void> {

@@ -67,14 +67,16 @@ export class LogWriter {
    * volumes that no longer exist are dropped. Runs until every entry is published, retrying
    * while a log is unreachable; resolves with the number of records published.
    */
-  async recover(volumeExists: (volumeId: string) => boolean, signal?: AbortSignal): Promise<number> {
+  async recover(volumeExists: (volumeId: string) => boolean, signal?: AbortSignal, options: { includeAcked?: boolean } = {}): Promise<number> {
     let count = 0
     for (;;) {
       try {
         for await (const [key, value] of this.o.store.entries({ gte: keys.outboxPrefix, lt: keys.prefixEnd(keys.outboxPrefix) })) {
           if (signal?.aborted) return count
           const wseq = parseInt(key.slice(keys.outboxPrefix.length), 16)
-          if (this.acked.some((a) => a.wseq === wseq)) continue
+          // Normally entries published by this process are not sent again; after the log lost
+          // records (includeAcked) every entry still kept is, since any of them may be gone.
+          if (!options.includeAcked && this.acked.some((a) => a.wseq === wseq)) continue
           const entry = unpack<OutboxEntry>(value)
           if (!volumeExists(entry.v)) {
             await this.o.store.batch([{ type: 'del', key }])
@@ -85,8 +87,7 @@ export class LogWriter {
             if (data) await this.o.logs().append(volumeSubject(entry.v), encodeRecord({ op: 'chunk', h, d: data }))
           }
           await this.o.logs().append(volumeSubject(entry.v), entry.b, { msgId: `${this.o.writerId}:${wseq}` })
-          this.acked.push({ wseq, at: Date.now() })
-          this.acked.sort((a, b) => a.at - b.at)
+          if (!this.acked.some((a) => a.wseq === wseq)) this.acked.push({ wseq, at: Date.now() })
           count++
         }
         this.o.log.info({ records: count }, 'outbox recovered')
