@@ -19,6 +19,13 @@ const KIND_OF: Record<DatasetKind, Kind | undefined> = {
 }
 const KIND_MSG: Record<Kind, DatasetKind> = { table: DatasetKind.TABLE, files: DatasetKind.FILES, stream: DatasetKind.STREAM }
 
+/** The first message of a client stream (which names what the rest is for) and the rest. */
+async function splitFirst<T>(stream: AsyncIterable<T>): Promise<{ first: T | undefined; rest: AsyncIterable<T> }> {
+  const it = stream[Symbol.asyncIterator]()
+  const head = await it.next()
+  return { first: head.done ? undefined : head.value, rest: { [Symbol.asyncIterator]: () => it } }
+}
+
 /** uint64 from the wire -> number; positions stay far below 2^53. */
 const num = (v: bigint | undefined): number | undefined => (v === undefined ? undefined : Number(v))
 
@@ -88,29 +95,13 @@ export function tableServiceImpl(data: DataPlane): ServiceImpl<typeof TableServi
       for await (const r of data.scan(req.path, { prefix: req.prefix, from: req.from, to: req.to, limit: req.limit, atSeq: num(req.atSeq) })) yield rowMsg(r)
     },
     import: async (reqs) => {
-      let path = ''
+      const { first, rest } = await splitFirst(reqs)
+      if (!first?.path) throw FabricError.invalidArgument('import: the first message must name the dataset path')
       async function* docs() {
-        for await (const req of reqs) {
-          if (!path) {
-            if (!req.path) throw FabricError.invalidArgument('import: the first message must name the dataset path')
-            path = req.path
-          }
-          for (const d of req.docs) yield { key: d.key, json: d.json }
-        }
+        for (const d of first!.docs) yield { key: d.key, json: d.json }
+        for await (const req of rest) for (const d of req.docs) yield { key: d.key, json: d.json }
       }
-      // The path arrives with the first message: peek it before starting the import.
-      const it = docs()[Symbol.asyncIterator]()
-      const first = await it.next()
-      if (first.done) throw FabricError.invalidArgument('import: no documents were sent')
-      const rest = async function* () {
-        yield first.value
-        for (;;) {
-          const n = await it.next()
-          if (n.done) return
-          yield n.value
-        }
-      }
-      const r = await data.import(path, rest())
+      const r = await data.import(first.path, docs())
       return { imported: BigInt(r.imported), batches: r.batches, lastVersion: BigInt(r.lastSeq) }
     },
   }
@@ -123,24 +114,23 @@ function fileInfo(f: FileMeta): MessageInitShape<typeof FileInfoSchema> {
 export function fileServiceImpl(data: DataPlane): ServiceImpl<typeof FileService> {
   return {
     put: async (reqs) => {
-      const it = reqs[Symbol.asyncIterator]()
-      const first = await it.next()
-      if (first.done || first.value.msg.case !== 'header') throw FabricError.invalidArgument('file upload: the first message must be the header')
-      const header = first.value.msg.value
+      const { first, rest } = await splitFirst(reqs)
+      if (first?.msg.case !== 'header') throw FabricError.invalidArgument('file upload: the first message must be the header')
+      const header = first.msg.value
       const expect = { size: num(header.size), sha256: header.sha256 || undefined }
+      let trailerSeen = false
       async function* content() {
-        for (;;) {
-          const n = await it.next()
-          if (n.done) return
-          if (n.value.msg.case === 'trailer') {
-            expect.sha256 = n.value.msg.value.sha256
-            const after = await it.next()
-            if (!after.done) throw FabricError.invalidArgument('file upload: nothing may follow the trailer')
-            return
+        for await (const req of rest) {
+          if (trailerSeen) throw FabricError.invalidArgument('file upload: nothing may follow the trailer')
+          if (req.msg.case === 'trailer') {
+            expect.sha256 = req.msg.value.sha256
+            trailerSeen = true
+          } else if (req.msg.case === 'data') {
+            if (req.msg.value.length > CHUNK_BYTES) throw FabricError.invalidArgument(`file upload: a message carries ${req.msg.value.length} bytes; the limit is ${CHUNK_BYTES}`)
+            yield req.msg.value
+          } else {
+            throw FabricError.invalidArgument('file upload: only data and a trailer may follow the header')
           }
-          if (n.value.msg.case !== 'data') throw FabricError.invalidArgument('file upload: only data may follow the header')
-          if (n.value.msg.value.length > CHUNK_BYTES) throw FabricError.invalidArgument(`file upload: a message carries ${n.value.msg.value.length} bytes; the limit is ${CHUNK_BYTES}`)
-          yield n.value.msg.value
         }
       }
       // expect is read after the content is consumed, so a trailer's sha256 counts.

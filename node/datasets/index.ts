@@ -430,8 +430,14 @@ export class DataPlane {
     }
     let delivered = 0
     const limit = o.count ?? 0
+    // `applied` is set by every apply that adds events, so one that lands between reading the
+    // store and starting to wait is not missed.
+    let applied = false
     let wake: (() => void) | undefined
-    const listener = () => wake?.()
+    const listener = () => {
+      applied = true
+      wake?.()
+    }
     let set = this.eventListeners.get(ds.id)
     if (!set) this.eventListeners.set(ds.id, (set = new Set()))
     set.add(listener)
@@ -440,6 +446,7 @@ export class DataPlane {
     try {
       for (;;) {
         const base = keys.eventPrefix(ds.id)
+        applied = false
         let found = false
         for await (const [k, v] of this.o.store.entries({ gte: keys.event(ds.id, next), lt: keys.prefixEnd(base) })) {
           const seq = parseInt(k.slice(base.length), 16)
@@ -451,7 +458,7 @@ export class DataPlane {
           if (o.signal?.aborted) return
         }
         if (!o.follow || o.signal?.aborted) return
-        if (!found) await new Promise<void>((resolve) => (wake = resolve))
+        if (!found && !applied) await new Promise<void>((resolve) => (wake = resolve))
         wake = undefined
       }
     } finally {
