@@ -238,8 +238,9 @@ export function createClient<S extends AnyService>(service: S, address: string, 
             ) as grpc.ClientWritableStream<unknown>
             abortOn(c, o)
             writeAll(c, reqs, method.input).catch((err: unknown) => {
+              // The caller's own request stream failed: cancel the call and give back its error.
               c.cancel()
-              reject(FabricError.from(err))
+              reject(err)
             })
           })
         break

@@ -132,6 +132,14 @@ export function fileServiceImpl(data: DataPlane): ServiceImpl<typeof FileService
             throw FabricError.invalidArgument('file upload: only data and a trailer may follow the header')
           }
         }
+        // grpc-js ends a server's request stream normally when the client cancels (the cancel
+        // event comes later), so an upload must prove it is complete: a trailer, or the size or
+        // hash in the header, which the content is then checked against.
+        if (!trailerSeen && expect.size === undefined && !expect.sha256) {
+          throw FabricError.invalidArgument(`file upload of ${header.path}: the stream ended without a trailer, and the header gave no size or sha256; nothing was stored`, {
+            details: { path: header.path },
+          })
+        }
       }
       // expect is read after the content is consumed, so a trailer's sha256 counts.
       const r = await data.putFile(header.path, content(), expect)

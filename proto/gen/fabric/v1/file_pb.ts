@@ -101,8 +101,10 @@ export const PutFileHeaderSchema: GenMessage<PutFileHeader> = /*@__PURE__*/
   messageDesc(file_fabric_v1_file, 1);
 
 /**
- * Optional last message of an upload: what the sender computed while sending, checked before the
- * file is committed (end-to-end verification without reading the file twice).
+ * Last message of an upload: what the sender computed while sending, checked before the file is
+ * committed (end-to-end verification without reading the file twice). An upload must prove it is
+ * complete: it ends with a trailer, or its header gives the size or sha256; otherwise a stream cut
+ * short could not be told from a finished one, and the upload is refused.
  *
  * @generated from message fabric.v1.PutFileTrailer
  */
