@@ -49,7 +49,7 @@ export async function startEchoServer(t: Teardown, responseBytes: number): Promi
 /** A client whose echo(request) resolves with the response bytes. */
 export function echoClient(address: string): { echo(req: Buffer): Promise<Buffer>; close(): void } {
   const Ctor = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo')
-  const raw = new Ctor(address, grpc.credentials.createInsecure()) as grpc.Client & {
+  const raw = new Ctor(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
     echo(req: Buffer, cb: (err: grpc.ServiceError | null, res?: Buffer) => void): grpc.ClientUnaryCall
   }
   return {

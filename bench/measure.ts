@@ -16,47 +16,60 @@ export function quantile(samples: number[], q: number): number {
   return sorted[rank]!
 }
 
-/** Resident set size of a process in MiB, from /proc (Linux); undefined once it is gone. */
-export async function rssMiB(pid: number): Promise<number | undefined> {
+/**
+ * Resident memory of a process in MiB, from /proc/<pid>/status (Linux): VmRSS and its parts,
+ * anonymous (heap, buffers: what the process really holds) and file-backed (mapped files such as
+ * LevelDB's tables: page cache the kernel can drop). Undefined once the process is gone.
+ */
+export interface Rss {
+  total: number
+  anon: number
+  file: number
+}
+
+export async function rssMiB(pid: number): Promise<Rss | undefined> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
-  return m ? Number(m[1]) / 1024 : undefined
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1] ?? NaN) / 1024
+  const total = field('VmRSS')
+  return Number.isNaN(total) ? undefined : { total, anon: field('RssAnon'), file: field('RssFile') }
 }
 
 export interface RssSamples {
-  /** RSS before the first sample interval, MiB. */
-  start: number
-  max: number
+  /** The first sample, taken when sampling starts. */
+  start: Rss
+  /** Maximum of each field over the samples (not necessarily at the same instant). */
+  max: Rss
   /** The last sample, taken when stop() is called. */
-  end: number
+  end: Rss
   count: number
 }
+
+const NONE: Rss = { total: NaN, anon: NaN, file: NaN }
 
 /**
  * Samples a process's RSS every intervalMs until stop(). A timer rather than a loop of awaits, so
  * the sampling keeps its pace while the benchmark keeps the event loop busy (as far as it can).
  */
-export async function sampleRss(pid: number, intervalMs = 250): Promise<{ stop(): Promise<RssSamples>; max(): number }> {
-  const start = (await rssMiB(pid)) ?? NaN
-  let max = start
+export async function sampleRss(pid: number, intervalMs = 250): Promise<{ stop(): Promise<RssSamples> }> {
+  const start = (await rssMiB(pid)) ?? NONE
+  const max = { ...start }
   let count = 1
   const take = async () => {
     const v = await rssMiB(pid)
     if (v === undefined) return undefined
     count++
-    if (v > max) max = v
+    for (const k of ['total', 'anon', 'file'] as const) if (!(v[k] <= max[k])) max[k] = v[k]
     return v
   }
   const timer = setInterval(() => void take(), intervalMs)
   return {
-    max: () => max,
     async stop() {
       clearInterval(timer)
-      const end = (await take()) ?? NaN
+      const end = (await take()) ?? NONE
       return { start, max, end, count }
     },
   }
 }
 
-/** Bytes per second -> MB/s (10^6, as disks and networks are quoted). Also shown: MiB/s in docs. */
+/** Bytes per second -> MB/s (10^6 bytes, as disks and networks are quoted). */
 export const mbps = (bytes: number, seconds: number): number => bytes / seconds / 1e6

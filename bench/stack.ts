@@ -33,13 +33,25 @@ export class Scope implements Teardown {
   }
 }
 
+const open = new Set<Scope>()
+
+// Interrupted (Ctrl-C): stop the servers and nodes we started rather than orphan them.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping what the benchmark started`)
+    void Promise.all([...open].map((s) => s.close())).finally(() => process.exit(130))
+  })
+}
+
 /** Runs fn with a fresh scope and always tears down what it started. */
 export async function withScope<T>(fn: (scope: Scope) => Promise<T>): Promise<T> {
   const scope = new Scope()
+  open.add(scope)
   try {
     return await fn(scope)
   } finally {
     await scope.close()
+    open.delete(scope)
   }
 }
 
