@@ -82,16 +82,20 @@ export class VolumeApplier {
       const cached = cache.get(`${ds}\u0000${name}`)
       if (cached) return cached
       const prefix = kind === 't' ? keys.tablePrefix(ds) : keys.filePrefix(ds)
+      let found: Current = { seq: 0, size: 0, live: false }
       for await (const [k, v] of this.store.entries({ gte: `${prefix}${name}${keys.SEP}`, lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
         const { seq } = keys.splitVersion(prefix, k)
         if (kind === 't') {
           const doc = unpack<StoredDoc>(v)
-          return { seq, size: doc.d?.length ?? 0, live: doc.d !== undefined }
+          found = { seq, size: doc.d?.length ?? 0, live: doc.d !== undefined }
+        } else {
+          const f = unpack<StoredFile>(v)
+          found = { seq, size: f.size ?? 0, live: f.sha !== undefined }
         }
-        const f = unpack<StoredFile>(v)
-        return { seq, size: f.size ?? 0, live: f.sha !== undefined }
       }
-      return { seq: 0, size: 0, live: false }
+      // Later records of the batch (and the write that follows a condition check) read it here.
+      cache.set(`${ds}\u0000${name}`, found)
+      return found
     }
     const conflict = (k: string, expected: number, cur: Current) =>
       FabricError.failedPrecondition(
@@ -160,6 +164,7 @@ export class VolumeApplier {
         case 'batch': {
           let failed: FabricError | undefined
           for (const op of r.ops) {
+            if (op.x === undefined) continue // no condition: nothing to look up yet
             const cur = await current('t', r.ds, op.k)
             if (!meets(op.x, cur)) {
               failed = conflict(op.k, op.x!, cur)

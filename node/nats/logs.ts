@@ -158,7 +158,9 @@ export class Logs {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: next,
         })
-        const messages = await consumer.consume({ max_messages: 1024, idle_heartbeat: 5_000, expires: 10_000 })
+        // Bounded by bytes: nats.js pulls more as messages arrive, not as they are applied, so a
+        // message-count bound let a fast writer (a large upload) queue hundreds of MiB here.
+        const messages = await consumer.consume({ max_bytes: 16 * 1024 * 1024, idle_heartbeat: 5_000, expires: 10_000 })
         const stop = () => void messages.stop()
         stopCurrent = stop
         signal.addEventListener('abort', stop, { once: true })
