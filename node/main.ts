@@ -169,6 +169,7 @@ export class FabricNode {
     while (this.started.length > 0) {
       const service = this.started.pop()!
       await service.stop().catch((err: unknown) => this.log.error({ err, service: service.name }, 'stop failed'))
+      this.log.debug({ service: service.name }, 'service stopped')
     }
   }
 

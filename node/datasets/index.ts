@@ -114,7 +114,7 @@ export class DataPlane {
     this.o.catalog.off('volume-added', this.onAdded)
     this.o.catalog.off('volume-removed', this.onRemoved)
     this.writer.stop()
-    await this.recovering
+    await Promise.race([this.recovering, new Promise((r) => setTimeout(r, 2_000).unref())])
     await Promise.all([...this.volumes.keys()].map((id) => this.closeVolume(id)))
   }
 

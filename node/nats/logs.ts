@@ -164,6 +164,8 @@ export class Logs {
         const stop = () => void messages.stop()
         stopCurrent = stop
         signal.addEventListener('abort', stop, { once: true })
+        // An abort that came while the consumer was being created would otherwise go unheard.
+        if (signal.aborted) stop()
         let batch: LogMessage[] = []
         let bytes = 0
         try {

@@ -69,7 +69,8 @@ export class Follower {
 
   async stop(): Promise<void> {
     this.controller.abort()
-    await this.running
+    // Bounded: a consumer that does not notice the abort must not hold up the node's stop.
+    await Promise.race([this.running, new Promise((r) => setTimeout(r, 2_000).unref())])
     for (const w of this.waiters) w.reject(FabricError.unavailable(`${this.o.name}: the node is stopping`))
     this.waiters = []
   }
