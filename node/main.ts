@@ -30,7 +30,7 @@ import type { Service } from './lifecycle/index.ts'
 import type { Logger } from './log/index.ts'
 import { Metrics } from './metrics/index.ts'
 import { NatsService } from './nats/index.ts'
-import { diskUsage, Store } from './store/index.ts'
+import { ChunkStore, diskUsage, Store } from './store/index.ts'
 
 export interface NodeAddresses {
   api: string
@@ -50,6 +50,7 @@ export class FabricNode {
   private nats: NatsService | undefined
   private catalog: Catalog | undefined
   private data: DataPlane | undefined
+  private chunks: ChunkStore | undefined
   private domainServices: Service[] = []
   private http: HttpServer | undefined
   private api: ApiServer | undefined
@@ -133,7 +134,9 @@ export class FabricNode {
       createVolumeLog: DataPlane.createVolumeLog(logs),
       deleteVolumeLog: DataPlane.deleteVolumeLog(logs),
     })
-    const data = new DataPlane({ store: this.store, catalog, logs, writerId: this.id, log: log.child({ subsystem: 'data' }) })
+    const chunks = new ChunkStore({ dir: path.join(c.node.dataDir, 'chunks'), store: this.store, log: log.child({ subsystem: 'chunks' }) })
+    this.chunks = chunks
+    const data = new DataPlane({ store: this.store, chunks, catalog, logs, writerId: this.id, log: log.child({ subsystem: 'data' }) })
     this.catalog = catalog
     this.data = data
     this.http = new HttpServer({
@@ -157,7 +160,7 @@ export class FabricNode {
 
     const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })
     this.domainServices = [domain('catalog', catalog), domain('data', data)]
-    for (const service of [this.store, this.nats, ...this.domainServices, this.http, this.api]) {
+    for (const service of [this.store, domain('chunks', chunks), this.nats, ...this.domainServices, this.http, this.api]) {
       if (this.stopping) throw FabricError.unavailable('node is stopping')
       await service.start()
       this.started.push(service)
@@ -221,6 +224,7 @@ export class FabricNode {
       collect: (g) => g.set(this.data?.logRegressions ?? 0),
     })
     m.gauge('fabric_store_bytes', 'Bytes the LevelDB store uses on disk.', { collect: async (g) => g.set((await this.store?.bytesUsed()) ?? 0) })
+    m.gauge('fabric_chunk_pack_bytes', 'Bytes of file chunks in pack files (outside LevelDB).', { collect: async (g) => g.set((await this.chunks?.bytes().catch(() => 0)) ?? 0) })
     m.gauge('fabric_data_dir_bytes', 'Bytes used on disk under the data dir.', { collect: async (g) => g.set(await diskUsage(this.config.node.dataDir)) })
   }
 

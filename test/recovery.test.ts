@@ -12,7 +12,7 @@ import { VolumeApplier } from '../node/datasets/apply.ts'
 import { silentLogger } from '../node/log/index.ts'
 import { Logs } from '../node/nats/index.ts'
 import { Follower, LogWriter, volumeStream, volumeSubject } from '../node/replication/index.ts'
-import { keys, Store } from '../node/store/index.ts'
+import { ChunkStore, keys, Store } from '../node/store/index.ts'
 import { TableService } from '../proto/gen/fabric/v1/table_pb.ts'
 import { isAlive, poll, runCli, startNatsServer, startNode, tempDir, type NodeProcess } from './harness/index.ts'
 
@@ -137,7 +137,9 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   const openNode = async (name: string) => {
     const store = new Store({ dir: path.join(dir, name), log })
     await store.start()
-    const applier = new VolumeApplier(store, volumeId, 'writer-a', log, () => undefined)
+    const chunks = new ChunkStore({ dir: path.join(dir, `${name}-chunks`), store, log })
+    await chunks.start()
+    const applier = new VolumeApplier(store, chunks, volumeId, 'writer-a', log, () => undefined)
     const follower = new Follower({
       name,
       logs,
@@ -149,12 +151,12 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
       onRegression: () => void onRegression(),
     })
     await follower.start()
-    return { store, applier, follower, async close() { await follower.stop(); await store.stop() } }
+    return { store, chunks, applier, follower, async close() { await follower.stop(); await chunks.stop(); await store.stop() } }
   }
 
   // The writing node: 20 accepted writes, applied here.
   const a = await openNode('a')
-  const writer = new LogWriter({ writerId: 'writer-a', store: a.store, logs: () => logs, log })
+  const writer = new LogWriter({ writerId: 'writer-a', store: a.store, logs: () => logs, log, readChunk: (h) => a.chunks.read(h) })
   await writer.start()
   let last = 0
   for (let i = 0; i < 20; i++) last = await writer.append(volumeId, { op: 'put', ds: 'd1', k: `k${i}`, d: new TextEncoder().encode(`{"i":${i}}`) })
@@ -171,7 +173,7 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   t.equal((await logs.info(volumeStream(volumeId))).messages, 0, 'the log lost its records')
 
   // The node restarts: its outbox still holds them, and publishes them again.
-  const restarted = new LogWriter({ writerId: 'writer-a', store: a.store, logs: () => logs, log })
+  const restarted = new LogWriter({ writerId: 'writer-a', store: a.store, logs: () => logs, log, readChunk: (h) => a.chunks.read(h) })
   await restarted.start()
   t.equal(await restarted.recover(() => true), 20, 'all 20 published again')
   t.equal((await logs.info(volumeStream(volumeId))).messages, 20)

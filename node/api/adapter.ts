@@ -114,7 +114,18 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
     ;(call as grpc.ServerUnaryCall<unknown, unknown>).on('cancelled', () => controller.abort(FabricError.unavailable('the call was cancelled')))
     const peer = call.getPeer()
     const principal = await o.authenticate(call.metadata, peer)
-    return { principal, signal: controller.signal, method: name, peer, log: o.log.child({ method: name }) }
+    // The child logger is built on first use: most calls never log, and building one per call
+    // costs more than a small read.
+    let log: Logger | undefined
+    return {
+      principal,
+      signal: controller.signal,
+      method: name,
+      peer,
+      get log() {
+        return (log ??= o.log.child({ method: name }))
+      },
+    }
   }
   const finish = (started: number, code: grpc.status) => o.observe?.(name, code, performance.now() - started)
 

@@ -50,6 +50,8 @@ const newId = (prefix: string) => `${prefix}${randomBytes(6).toString('hex')}`
 export class Catalog extends EventEmitter<CatalogEvents> {
   private readonly volumes = new Map<string, VolumeEntry>()
   private readonly datasets = new Map<string, DatasetEntry>()
+  /** Datasets by path, rebuilt on the first lookup after a change (lookups are per call). */
+  private byPath: Map<string, DatasetEntry> | undefined
   private follower: Follower | undefined
   readonly root: VolumeEntry
 
@@ -67,6 +69,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     for await (const [, v] of this.o.store.entries({ gte: keys.catalogDatasetPrefix, lt: keys.prefixEnd(keys.catalogDatasetPrefix) })) {
       const ds = unpack<DatasetEntry>(v)
       this.datasets.set(ds.id, ds)
+      this.byPath = undefined
     }
     await this.o.logs().ensure(CATALOG_STREAM, CATALOG_SUBJECT)
     await this.o.createVolumeLog(ROOT_VOLUME_ID)
@@ -132,7 +135,8 @@ export class Catalog extends EventEmitter<CatalogEvents> {
   /** The dataset at path, which must be of kind (when given). */
   datasetAt(path: string, kind?: DatasetKind): DatasetEntry {
     parseDatasetPath(path)
-    const ds = [...this.datasets.values()].find((d) => d.path === path)
+    this.byPath ??= new Map([...this.datasets.values()].map((d) => [d.path, d]))
+    const ds = this.byPath.get(path)
     if (!ds) throw FabricError.notFound(`dataset ${path} does not exist`, { details: { path } })
     if (kind && ds.kind !== kind) {
       throw FabricError.failedPrecondition(`dataset ${path} is a ${ds.kind} dataset, not a ${kind} dataset`, { details: { path, kind: ds.kind } })
@@ -249,6 +253,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
           ops.push({ type: 'del', key: keys.catalogDataset(ds.id) })
           this.datasets.delete(ds.id)
         }
+        this.byPath = undefined
         this.volumes.delete(r.id)
         if (vol) changes.push(() => this.emit('volume-removed', vol))
         return
@@ -256,10 +261,12 @@ export class Catalog extends EventEmitter<CatalogEvents> {
       case 'ds+':
         ops.push({ type: 'put', key: keys.catalogDataset(r.ds.id), value: pack(r.ds) })
         this.datasets.set(r.ds.id, r.ds)
+        this.byPath = undefined
         return
       case 'ds-':
         ops.push({ type: 'del', key: keys.catalogDataset(r.id) })
         this.datasets.delete(r.id)
+        this.byPath = undefined
         return
       default:
         this.o.log.warn({ op: (r as { op: string }).op }, 'unknown catalog record ignored (written by a newer node?)')

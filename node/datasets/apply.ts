@@ -30,10 +30,25 @@ export interface DatasetStat {
   last: number
 }
 
-interface Current {
+const EMPTY = new Uint8Array(0)
+
+/** A key's or file's newest version (stored at keys.head); seq 0: never written. */
+interface Head {
   seq: number
   size: number
   live: boolean
+}
+
+const NO_HEAD: Head = Object.freeze({ seq: 0, size: 0, live: false })
+const encodeHead = (h: Head): Uint8Array => pack([h.seq, h.size, h.live ? 1 : 0])
+export const decodeHead = (bytes: Uint8Array): Head => {
+  const [seq, size, live] = unpack<[number, number, number]>(bytes)
+  return { seq, size, live: live === 1 }
+}
+
+/** Where chunk bytes go (the node's ChunkStore): staged durably, indexed by the ops returned. */
+export interface ChunkSink {
+  stage(chunks: Array<{ sha256: string; data: Uint8Array }>): Promise<BatchOp[]>
 }
 
 export class VolumeApplier {
@@ -42,6 +57,7 @@ export class VolumeApplier {
 
   constructor(
     private readonly store: Store,
+    private readonly chunkSink: ChunkSink,
     private readonly volumeId: string,
     private readonly myWriterId: string,
     private readonly log: Logger,
@@ -58,16 +74,56 @@ export class VolumeApplier {
     return s
   }
 
+  /**
+   * Reads, in one getMany, everything the batch's records look up: the head of every key and file
+   * they write, the last applied sequence of writers not known yet, and whether chunks are held.
+   */
+  private async prefetch(records: Array<{ r: VolumeRecord }>): Promise<Map<string, Uint8Array | undefined>> {
+    const wanted = new Set<string>()
+    for (const { r } of records) {
+      if (r.w !== undefined && !this.writers.has(r.w)) wanted.add(keys.volumeWriter(this.volumeId, r.w))
+      switch (r.op) {
+        case 'put':
+        case 'del':
+          wanted.add(keys.head(r.ds, r.k))
+          break
+        case 'batch':
+          for (const op of r.ops) wanted.add(keys.head(r.ds, op.k))
+          break
+        case 'file':
+        case 'fdel':
+          wanted.add(keys.head(r.ds, r.n))
+          break
+        case 'chunk':
+          wanted.add(keys.volumeChunk(this.volumeId, r.h))
+          wanted.add(keys.chunk(r.h))
+          break
+      }
+    }
+    const list = [...wanted]
+    const values = await this.store.getMany(list)
+    return new Map(list.map((k, i) => [k, values[i]]))
+  }
+
   async apply(batch: LogMessage[]): Promise<ApplyResult> {
     const ops: BatchOp[] = []
     const outcomes = new Map<number, Outcome>()
-    // State written earlier in this batch, which the store does not show yet.
-    const tables = new Map<string, Current>()
-    const files = new Map<string, Current>()
-    const chunks = new Set<string>()
     const touched = new Map<string, DatasetStat>()
     const events = new Map<string, number>()
     const writers = new Map<string, number>()
+    const staged: Array<{ sha256: string; data: Uint8Array }> = []
+
+    const records: Array<{ m: LogMessage; r: VolumeRecord }> = []
+    for (const m of batch) {
+      try {
+        records.push({ m, r: decodeVolumeRecord(m.data) })
+      } catch (err) {
+        this.log.error({ volume: this.volumeId, seq: m.seq, err }, 'undecodable record skipped')
+      }
+    }
+    // Prefetched state, updated as the batch goes: later records see earlier ones' writes.
+    const state = await this.prefetch(records)
+    const heads = new Map<string, Head>()
 
     const statFor = async (ds: string) => {
       let s = touched.get(ds)
@@ -77,66 +133,54 @@ export class VolumeApplier {
       }
       return s
     }
-    const current = async (kind: 't' | 'f', ds: string, name: string): Promise<Current> => {
-      const cache = kind === 't' ? tables : files
-      const cached = cache.get(`${ds}\u0000${name}`)
-      if (cached) return cached
-      const prefix = kind === 't' ? keys.tablePrefix(ds) : keys.filePrefix(ds)
-      let found: Current = { seq: 0, size: 0, live: false }
-      for await (const [k, v] of this.store.entries({ gte: `${prefix}${name}${keys.SEP}`, lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
-        const { seq } = keys.splitVersion(prefix, k)
-        if (kind === 't') {
-          const doc = unpack<StoredDoc>(v)
-          found = { seq, size: doc.d?.length ?? 0, live: doc.d !== undefined }
-        } else {
-          const f = unpack<StoredFile>(v)
-          found = { seq, size: f.size ?? 0, live: f.sha !== undefined }
-        }
+    const current = (ds: string, name: string): Head => {
+      const key = keys.head(ds, name)
+      let h = heads.get(key)
+      if (!h) {
+        const raw = state.get(key)
+        h = raw ? decodeHead(raw) : NO_HEAD
+        heads.set(key, h)
       }
-      // Later records of the batch (and the write that follows a condition check) read it here.
-      cache.set(`${ds}\u0000${name}`, found)
-      return found
+      return h
     }
-    const conflict = (k: string, expected: number, cur: Current) =>
+    const setHead = (ds: string, name: string, h: Head) => {
+      const key = keys.head(ds, name)
+      heads.set(key, h)
+      ops.push({ type: 'put', key, value: encodeHead(h) })
+    }
+    const conflict = (k: string, expected: number, cur: Head) =>
       FabricError.failedPrecondition(
         expected === 0
           ? `key ${JSON.stringify(k)} exists already (version ${cur.seq}); expected it not to exist`
           : `key ${JSON.stringify(k)} is at version ${cur.live ? cur.seq : 'none (absent)'}; expected version ${expected}`,
         { details: { key: k, expected: String(expected), current: cur.live ? String(cur.seq) : '0' } },
       )
-    const meets = (expected: number | undefined, cur: Current) => expected === undefined || (expected === 0 ? !cur.live : cur.live && cur.seq === expected)
+    const meets = (expected: number | undefined, cur: Head) => expected === undefined || (expected === 0 ? !cur.live : cur.live && cur.seq === expected)
 
     const writeTable = async (ds: string, op: TableOp, seq: number, t: number) => {
-      const cur = await current('t', ds, op.k)
+      const cur = current(ds, op.k)
       const stat = await statFor(ds)
       if (op.d !== undefined) {
         ops.push({ type: 'put', key: keys.tableVersion(ds, op.k, seq), value: pack({ d: op.d, t } satisfies StoredDoc) })
         stat.count += cur.live ? 0 : 1
         stat.bytes += op.d.length - (cur.live ? cur.size : 0)
-        tables.set(`${ds}\u0000${op.k}`, { seq, size: op.d.length, live: true })
+        setHead(ds, op.k, { seq, size: op.d.length, live: true })
       } else if (cur.live) {
         ops.push({ type: 'put', key: keys.tableVersion(ds, op.k, seq), value: pack({ t } satisfies StoredDoc) })
         stat.count -= 1
         stat.bytes -= cur.size
-        tables.set(`${ds}\u0000${op.k}`, { seq, size: 0, live: false })
+        setHead(ds, op.k, { seq, size: 0, live: false })
       }
       stat.last = seq
       return cur.live
     }
 
-    for (const m of batch) {
-      let r: VolumeRecord
-      try {
-        r = decodeVolumeRecord(m.data)
-      } catch (err) {
-        this.log.error({ volume: this.volumeId, seq: m.seq, err }, 'undecodable record skipped')
-        continue
-      }
+    for (const { m, r } of records) {
       const mine = r.w === this.myWriterId
       if (r.w !== undefined && r.s !== undefined) {
         let last = writers.get(r.w) ?? this.writers.get(r.w)
         if (last === undefined) {
-          const raw = await this.store.get(keys.volumeWriter(this.volumeId, r.w))
+          const raw = state.get(keys.volumeWriter(this.volumeId, r.w))
           last = raw ? Number(new TextDecoder().decode(raw)) : 0
         }
         if (r.s <= last) continue // a copy published again after a crash: applied already
@@ -145,14 +189,20 @@ export class VolumeApplier {
       }
       switch (r.op) {
         case 'chunk': {
-          if (chunks.has(r.h) || (await this.store.get(keys.volumeChunk(this.volumeId, r.h)))) break
-          chunks.add(r.h)
-          ops.push({ type: 'put', key: keys.chunk(r.h), value: r.d }, { type: 'put', key: keys.volumeChunk(this.volumeId, r.h), value: new Uint8Array(0) })
+          const marker = keys.volumeChunk(this.volumeId, r.h)
+          if (state.get(marker) !== undefined) break
+          state.set(marker, EMPTY)
+          ops.push({ type: 'put', key: marker, value: EMPTY })
+          // Bytes another volume brought to this node already are not stored twice.
+          if (state.get(keys.chunk(r.h)) === undefined) {
+            staged.push({ sha256: r.h, data: r.d })
+            state.set(keys.chunk(r.h), EMPTY)
+          }
           break
         }
         case 'put':
         case 'del': {
-          const cur = await current('t', r.ds, r.k)
+          const cur = current(r.ds, r.k)
           if (!meets(r.x, cur)) {
             if (mine) outcomes.set(m.seq, { error: conflict(r.k, r.x!, cur) })
             break
@@ -164,8 +214,8 @@ export class VolumeApplier {
         case 'batch': {
           let failed: FabricError | undefined
           for (const op of r.ops) {
-            if (op.x === undefined) continue // no condition: nothing to look up yet
-            const cur = await current('t', r.ds, op.k)
+            if (op.x === undefined) continue
+            const cur = current(r.ds, op.k)
             if (!meets(op.x, cur)) {
               failed = conflict(op.k, op.x!, cur)
               break
@@ -180,20 +230,20 @@ export class VolumeApplier {
         }
         case 'file':
         case 'fdel': {
-          const cur = await current('f', r.ds, r.n)
+          const cur = current(r.ds, r.n)
           const stat = await statFor(r.ds)
           if (r.op === 'file') {
             ops.push({ type: 'put', key: keys.fileVersion(r.ds, r.n, m.seq), value: pack({ size: r.size, sha: r.sha, chunks: r.chunks, t: m.timeMs } satisfies StoredFile) })
             stat.count += cur.live ? 0 : 1
             stat.bytes += r.size - (cur.live ? cur.size : 0)
-            files.set(`${r.ds}\u0000${r.n}`, { seq: m.seq, size: r.size, live: true })
+            setHead(r.ds, r.n, { seq: m.seq, size: r.size, live: true })
           } else {
             if (mine) outcomes.set(m.seq, { existed: cur.live })
             if (!cur.live) break
             ops.push({ type: 'put', key: keys.fileVersion(r.ds, r.n, m.seq), value: pack({ t: m.timeMs } satisfies StoredFile) })
             stat.count -= 1
             stat.bytes -= cur.size
-            files.set(`${r.ds}\u0000${r.n}`, { seq: m.seq, size: 0, live: false })
+            setHead(r.ds, r.n, { seq: m.seq, size: 0, live: false })
           }
           stat.last = m.seq
           break
@@ -202,7 +252,7 @@ export class VolumeApplier {
           const stat = await statFor(r.ds)
           ops.push(
             { type: 'put', key: keys.event(r.ds, m.seq), value: pack({ d: r.d, t: m.timeMs } satisfies StoredEvent) },
-            { type: 'put', key: keys.eventTime(r.ds, m.timeMs, m.seq), value: new Uint8Array(0) },
+            { type: 'put', key: keys.eventTime(r.ds, m.timeMs, m.seq), value: EMPTY },
           )
           stat.count += 1
           stat.bytes += r.d.length
@@ -214,6 +264,8 @@ export class VolumeApplier {
           this.log.warn({ volume: this.volumeId, seq: m.seq, op: (r as { op: string }).op }, 'unknown record ignored (written by a newer node?)')
       }
     }
+    // Chunk bytes are on disk (fsynced) before the batch that indexes them commits.
+    if (staged.length > 0) ops.push(...(await this.chunkSink.stage(staged)))
     for (const [ds, s] of touched) ops.push({ type: 'put', key: keys.datasetStat(ds), value: pack(s) })
     return {
       ops,

@@ -10,8 +10,8 @@ import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { MAX_RECORD_BYTES, type Logs } from '../nats/index.ts'
 import { Follower, LogWriter, unpack, volumeStream, volumeSubject, type Outcome, type TableOp } from '../replication/index.ts'
-import { keys, type Store } from '../store/index.ts'
-import { VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
+import { keys, type ChunkStore, type Store } from '../store/index.ts'
+import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
 import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
 
 export * from './limits.ts'
@@ -46,8 +46,13 @@ export interface DataPlaneOptions {
   logs: () => Logs
   writerId: string
   log: Logger
+  /** Where chunk bytes are kept (pack files outside LevelDB). */
+  chunks: ChunkStore
   retainAfterAckMs?: number
 }
+
+/** Chunks read ahead of the consumer when a file is read. */
+const READ_AHEAD = 4
 
 interface VolumeRuntime {
   follower: Follower
@@ -66,7 +71,7 @@ export class DataPlane {
   private readonly onRemoved = (v: VolumeEntry) => void this.closeVolume(v.id)
 
   constructor(private readonly o: DataPlaneOptions) {
-    this.writer = new LogWriter({ writerId: o.writerId, store: o.store, logs: o.logs, log: o.log, retainAfterAckMs: o.retainAfterAckMs })
+    this.writer = new LogWriter({ writerId: o.writerId, store: o.store, logs: o.logs, log: o.log, readChunk: (h) => o.chunks.read(h), retainAfterAckMs: o.retainAfterAckMs })
   }
 
   private readonly stopping = new AbortController()
@@ -129,7 +134,7 @@ export class DataPlane {
 
   private async openVolume(v: VolumeEntry): Promise<void> {
     if (this.volumes.has(v.id)) return
-    const applier = new VolumeApplier(this.o.store, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
+    const applier = new VolumeApplier(this.o.store, this.o.chunks, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
     const follower = new Follower({
       name: `volume ${v.path}`,
       logs: this.o.logs(),
@@ -266,6 +271,15 @@ export class DataPlane {
   async get(path: string, key: string, atSeq = 0): Promise<Row> {
     const ds = this.o.catalog.datasetAt(path, 'table')
     validateKey(key)
+    if (!atSeq) {
+      // The newest version: two point reads through the head, no iterator.
+      const raw = this.o.store.getSync(keys.head(ds.id, key))
+      const head = raw && decodeHead(raw)
+      const v = head && head.live ? this.o.store.getSync(keys.tableVersion(ds.id, key, head.seq)) : undefined
+      const doc = v && unpack<StoredDoc>(v)
+      if (head && doc?.d) return { key, json: decoder.decode(doc.d), version: head.seq, timeMs: doc.t }
+      throw FabricError.notFound(`key ${JSON.stringify(key)} not found in ${path}`, { details: { path, key } })
+    }
     const prefix = keys.tablePrefix(ds.id)
     for await (const [k, v] of this.o.store.entries({ gte: keys.tableVersion(ds.id, key, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${key}${keys.AFTER_SEP}`, limit: 1 })) {
       const doc = unpack<StoredDoc>(v)
@@ -313,7 +327,9 @@ export class DataPlane {
     const emit = async (data: Buffer) => {
       const h = createHash('sha256').update(data).digest('hex')
       chunks.push(h)
-      if (sent.has(h) || (await this.o.store.get(keys.volumeChunk(ds.volumeId, h)))) {
+      // A point read off the thread pool, which the follower's fsynced batches keep busy: the
+      // receive loop must not wait behind them.
+      if (sent.has(h) || this.o.store.getSync(keys.volumeChunk(ds.volumeId, h)) !== undefined) {
         deduplicated++
         return
       }
@@ -358,6 +374,14 @@ export class DataPlane {
   async statFile(path: string, atSeq = 0): Promise<FileMeta> {
     const { ds, name } = this.o.catalog.fileAt(path)
     validateFileName(name, path)
+    if (!atSeq) {
+      const raw = this.o.store.getSync(keys.head(ds.id, name))
+      const head = raw && decodeHead(raw)
+      const v = head && head.live ? this.o.store.getSync(keys.fileVersion(ds.id, name, head.seq)) : undefined
+      const f = v && unpack<StoredFile>(v)
+      if (head && f?.sha) return { path, dataset: ds.path, size: f.size!, sha256: f.sha, version: head.seq, timeMs: f.t, chunks: f.chunks! }
+      throw FabricError.notFound(`file ${path} not found`, { details: { path } })
+    }
     const prefix = keys.filePrefix(ds.id)
     for await (const [k, v] of this.o.store.entries({ gte: keys.fileVersion(ds.id, name, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
       const f = unpack<StoredFile>(v)
@@ -367,12 +391,30 @@ export class DataPlane {
     throw FabricError.notFound(`file ${path} not found${atSeq ? ` at position ${atSeq}` : ''}`, { details: { path } })
   }
 
-  /** The content of a file version, chunk by chunk, each verified against its hash. */
+  /**
+   * The content of a file version, chunk by chunk, each verified against its hash. Reads run up
+   * to READ_AHEAD chunks ahead of the consumer, so disk and network overlap.
+   */
   async *readFile(meta: FileMeta): AsyncGenerator<Uint8Array> {
-    for (const h of meta.chunks) {
-      const data = await this.o.store.get(keys.chunk(h))
+    const read = async (h: string): Promise<Uint8Array> => {
+      const data = await this.o.chunks.read(h)
       if (!data) throw FabricError.unavailable(`chunk ${h} of ${meta.path} is not on this node yet`, { details: { path: meta.path, chunk: h } })
       if (createHash('sha256').update(data).digest('hex') !== h) throw FabricError.internal(`chunk ${h} of ${meta.path} is corrupt on this node`, { details: { path: meta.path, chunk: h } })
+      return data
+    }
+    const ahead: Array<Promise<Uint8Array>> = []
+    let next = 0
+    const refill = () => {
+      while (next < meta.chunks.length && ahead.length < READ_AHEAD) {
+        const p = read(meta.chunks[next++]!)
+        p.catch(() => undefined) // awaited in order below; a consumer that stops early never sees it
+        ahead.push(p)
+      }
+    }
+    refill()
+    while (ahead.length > 0) {
+      const data = await ahead.shift()!
+      refill()
       yield data
     }
   }

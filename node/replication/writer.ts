@@ -37,6 +37,8 @@ export interface WriterOptions {
   store: Store
   logs: () => Logs
   log: Logger
+  /** Reads a chunk's bytes (to publish the chunks of a file commit again). */
+  readChunk: (sha256: string) => Promise<Uint8Array | undefined>
   retainAfterAckMs?: number
 }
 
@@ -83,7 +85,7 @@ export class LogWriter {
             continue
           }
           for (const h of entry.c ?? []) {
-            const data = await this.o.store.get(keys.chunk(h))
+            const data = await this.o.readChunk(h)
             if (data) await this.o.logs().append(volumeSubject(entry.v), encodeRecord({ op: 'chunk', h, d: data }))
           }
           await this.o.logs().append(volumeSubject(entry.v), entry.b, { msgId: `${this.o.writerId}:${wseq}` })

@@ -64,6 +64,21 @@ export class Store implements Service {
     return (await this.open.get(key)) ?? undefined
   }
 
+  /**
+   * Point read without a trip through the thread pool. For small values on hot paths (latest
+   * version reads): a read served from LevelDB's cache takes microseconds, while the async form
+   * costs a thread-pool round trip; a cache miss blocks the event loop for one disk read.
+   */
+  getSync(key: string): Uint8Array | undefined {
+    return (this.open as unknown as { getSync(key: string): Uint8Array | undefined }).getSync(key) ?? undefined
+  }
+
+  /** Point reads of many keys in one thread-pool job, in the order given. */
+  async getMany(keyList: string[]): Promise<Array<Uint8Array | undefined>> {
+    if (keyList.length === 0) return []
+    return (await this.open.getMany(keyList)).map((v) => v ?? undefined)
+  }
+
   /** Applies every op or none; with sync the batch is on disk (fsynced) when this resolves. */
   async batch(ops: BatchOp[], options: { sync?: boolean } = {}): Promise<void> {
     if (ops.length === 0) return
@@ -122,3 +137,4 @@ export class Store implements Service {
     this.db = undefined
   }
 }
+export { ChunkStore, chunkKey, type ChunkStoreOptions } from './chunks.ts'

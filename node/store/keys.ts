@@ -10,8 +10,10 @@
  *   vol/<volumeId>/applied            volume log position applied
  *   vol/<volumeId>/w/<writerId>       last writer sequence applied from that writer
  *   vol/<volumeId>/c/<sha256>         the volume's log holds this chunk
- *   chunk/<sha256>                    chunk bytes (shared by every volume on the node)
+ *   chunk/<sha256>                    where the chunk's bytes are in the pack files (chunks.ts);
+ *                                     shared by every volume on the node
  *   ds/<datasetId>/stat               count, bytes, last write position
+ *   ds/<datasetId>/h/<name>           head of a table key or file: its newest version (see Head)
  *   ds/<datasetId>/t/<key>\0<inv>     a table document version (inv: see inv())
  *   ds/<datasetId>/f/<name>\0<inv>    a file version (its chunk list) or a tombstone
  *   ds/<datasetId>/e/<seq>            a stream event
@@ -54,6 +56,13 @@ export const volumeChunk = (volumeId: string, sha256: string) => `vol/${volumeId
 export const chunk = (sha256: string) => `chunk/${sha256}`
 
 export const datasetStat = (datasetId: string) => `ds/${datasetId}/stat`
+
+/**
+ * The head of a table key or a file name: newest version, its size and whether it is live. Kept
+ * beside the versions so that applying a batch reads every key it touches in one getMany, and a
+ * latest-version read is two point reads instead of an iterator.
+ */
+export const head = (datasetId: string, name: string) => `ds/${datasetId}/h/${name}`
 
 /** `<base><name>\0<inv(seq)>`: the key of a version of a table document or a file. */
 export const versionKey = (base: string, name: string, seq: number) => `${base}${name}${SEP}${inv(seq)}`
