@@ -1,8 +1,10 @@
 /** [nats] url: the node uses an operator's NATS and starts no server of its own. */
 import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { runCli, startNatsServer, startNode } from './harness/index.ts'
+import { poll, runCli, startNatsServer, startNode, tempDir } from './harness/index.ts'
 
 t.test('with [nats] url the node uses that NATS and starts no child', async (t) => {
   const nats = await startNatsServer(t, { domain: 'dc-east' })
@@ -31,4 +33,39 @@ t.test('an unreachable external NATS fails the start with UNAVAILABLE naming the
   const exit = await node.exited
   t.equal(exit.code, 9, 'UNAVAILABLE')
   t.match(node.stderr(), /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/)
+})
+
+t.test('two nodes of one site share its volumes: writes through one read back through the other', async (t) => {
+  const nats = await startNatsServer(t, { domain: 'plant' })
+  const config = { node: { site: 'plant' }, nats: { url: nats.url } }
+  const a = await startNode(t, { config })
+  const b = await startNode(t, { config })
+  const cli = async (node: { api: string }, ...args: string[]) => {
+    const r = await runCli([...args, '--server', node.api])
+    if (r.code !== 0) throw new Error(`fabric ${args.join(' ')}: exit ${r.code}: ${r.stderr}`)
+    return r
+  }
+  await cli(a, 'volume', 'create', '/plant')
+  await cli(a, 'ds', 'create', '/plant/t', '--kind', 'table')
+  await cli(a, 'ds', 'create', '/plant/f', '--kind', 'files')
+  await cli(a, 'table', 'put', '/plant/t', 'k1', '{"v":1}')
+  // Several chunks, one of them twice: node b holds none of them and fetches each from the
+  // volume's chunk stream when it applies the commit.
+  const chunk = randomBytes(256 * 1024)
+  const content = Buffer.concat([chunk, randomBytes(256 * 1024), chunk, randomBytes(1000)])
+  const dir = await tempDir(t)
+  await writeFile(path.join(dir, 'in.bin'), content)
+  await cli(a, 'file', 'put', path.join(dir, 'in.bin'), '/plant/f/data.bin')
+
+  const row = await poll('node b to apply the table write', async () => {
+    const r = await runCli(['table', 'get', '/plant/t', 'k1', '-o', 'json', '--server', b.api])
+    return r.code === 0 ? JSON.parse(r.stdout) : undefined
+  }, 30_000)
+  t.same(row.value, { v: 1 }, 'the document written through a, read through b')
+  await poll('node b to apply the file', async () => (await runCli(['file', 'stat', '/plant/f/data.bin', '--server', b.api])).code === 0, 30_000)
+  await cli(b, 'file', 'get', '/plant/f/data.bin', path.join(dir, 'out.bin'))
+  const back = await readFile(path.join(dir, 'out.bin'))
+  t.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(content).digest('hex'), 'the file read through b has the bytes written through a')
+  const stat = JSON.parse((await cli(b, 'ds', 'stat', '/plant/f', '-o', 'json')).stdout)
+  t.equal(stat.count, 1, 'b counts the file')
 })

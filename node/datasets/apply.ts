@@ -3,6 +3,7 @@
  * log reaches the same state and the same outcome for every conditional write, which is why
  * conditions (expected versions) are checked here and not where the write was accepted.
  */
+import { createHash } from 'node:crypto'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import type { LogMessage } from '../nats/index.ts'
@@ -46,10 +47,16 @@ export const decodeHead = (bytes: Uint8Array): Head => {
   return { seq, size, live: live === 1 }
 }
 
-/** Where chunk bytes go (the node's ChunkStore): staged durably, indexed by the ops returned. */
-export interface ChunkSink {
+/** The chunks of a volume, as the applier needs them. */
+export interface VolumeChunks {
+  /** Makes chunk bytes durable in the node's chunk store; the returned ops index them. */
   stage(chunks: Array<{ sha256: string; data: Uint8Array }>): Promise<BatchOp[]>
+  /** A chunk's bytes from the volume's chunk stream; undefined if it is not there (yet). */
+  fetch(sha256: string): Promise<Uint8Array | undefined>
 }
+
+/** Chunks fetched (and held in memory) at once while applying a file commit. */
+const FETCH_WINDOW = 16
 
 export class VolumeApplier {
   private readonly stats = new Map<string, DatasetStat>()
@@ -57,7 +64,7 @@ export class VolumeApplier {
 
   constructor(
     private readonly store: Store,
-    private readonly chunkSink: ChunkSink,
+    private readonly chunks: VolumeChunks,
     private readonly volumeId: string,
     private readonly myWriterId: string,
     private readonly log: Logger,
@@ -91,12 +98,14 @@ export class VolumeApplier {
           for (const op of r.ops) wanted.add(keys.head(r.ds, op.k))
           break
         case 'file':
-        case 'fdel':
+          for (const h of r.chunks) {
+            wanted.add(keys.chunk(h))
+            wanted.add(keys.volumeChunk(this.volumeId, h))
+          }
           wanted.add(keys.head(r.ds, r.n))
           break
-        case 'chunk':
-          wanted.add(keys.volumeChunk(this.volumeId, r.h))
-          wanted.add(keys.chunk(r.h))
+        case 'fdel':
+          wanted.add(keys.head(r.ds, r.n))
           break
       }
     }
@@ -105,13 +114,42 @@ export class VolumeApplier {
     return new Map(list.map((k, i) => [k, values[i]]))
   }
 
+  /**
+   * Makes sure this node holds every chunk of a file commit before the commit applies: chunks it
+   * lacks (written through another node, or by another site) are fetched from the volume's chunk
+   * stream, verified and staged (durable before the batch that indexes them commits), a window at
+   * a time so that memory stays bounded for any file size. A chunk not in the stream yet (its
+   * mirror lags the log's) fails the batch, which the follower retries.
+   */
+  private async holdChunks(chunks: string[], state: Map<string, Uint8Array | undefined>, ops: BatchOp[]): Promise<void> {
+    const missing = [...new Set(chunks.filter((h) => state.get(keys.chunk(h)) === undefined))]
+    for (let i = 0; i < missing.length; i += FETCH_WINDOW) {
+      const window = missing.slice(i, i + FETCH_WINDOW)
+      const fetched = await Promise.all(
+        window.map(async (sha256) => {
+          const data = await this.chunks.fetch(sha256)
+          if (!data) throw FabricError.unavailable(`chunk ${sha256} is not in the chunk stream of volume ${this.volumeId} yet`, { details: { chunk: sha256 } })
+          if (createHash('sha256').update(data).digest('hex') !== sha256) throw FabricError.internal(`chunk ${sha256} in the chunk stream of volume ${this.volumeId} does not match its hash`)
+          return { sha256, data }
+        }),
+      )
+      ops.push(...(await this.chunks.stage(fetched)))
+      for (const h of window) state.set(keys.chunk(h), EMPTY)
+    }
+    for (const h of chunks) {
+      const marker = keys.volumeChunk(this.volumeId, h)
+      if (state.get(marker) !== undefined) continue
+      state.set(marker, EMPTY)
+      ops.push({ type: 'put', key: marker, value: EMPTY })
+    }
+  }
+
   async apply(batch: LogMessage[]): Promise<ApplyResult> {
     const ops: BatchOp[] = []
     const outcomes = new Map<number, Outcome>()
     const touched = new Map<string, DatasetStat>()
     const events = new Map<string, number>()
     const writers = new Map<string, number>()
-    const staged: Array<{ sha256: string; data: Uint8Array }> = []
 
     const records: Array<{ m: LogMessage; r: VolumeRecord }> = []
     for (const m of batch) {
@@ -188,18 +226,6 @@ export class VolumeApplier {
         ops.push({ type: 'put', key: keys.volumeWriter(this.volumeId, r.w), value: new TextEncoder().encode(String(r.s)) })
       }
       switch (r.op) {
-        case 'chunk': {
-          const marker = keys.volumeChunk(this.volumeId, r.h)
-          if (state.get(marker) !== undefined) break
-          state.set(marker, EMPTY)
-          ops.push({ type: 'put', key: marker, value: EMPTY })
-          // Bytes another volume brought to this node already are not stored twice.
-          if (state.get(keys.chunk(r.h)) === undefined) {
-            staged.push({ sha256: r.h, data: r.d })
-            state.set(keys.chunk(r.h), EMPTY)
-          }
-          break
-        }
         case 'put':
         case 'del': {
           const cur = current(r.ds, r.k)
@@ -233,6 +259,7 @@ export class VolumeApplier {
           const cur = current(r.ds, r.n)
           const stat = await statFor(r.ds)
           if (r.op === 'file') {
+            await this.holdChunks(r.chunks, state, ops)
             ops.push({ type: 'put', key: keys.fileVersion(r.ds, r.n, m.seq), value: pack({ size: r.size, sha: r.sha, chunks: r.chunks, t: m.timeMs } satisfies StoredFile) })
             stat.count += cur.live ? 0 : 1
             stat.bytes += r.size - (cur.live ? cur.size : 0)
@@ -264,8 +291,6 @@ export class VolumeApplier {
           this.log.warn({ volume: this.volumeId, seq: m.seq, op: (r as { op: string }).op }, 'unknown record ignored (written by a newer node?)')
       }
     }
-    // Chunk bytes are on disk (fsynced) before the batch that indexes them commits.
-    if (staged.length > 0) ops.push(...(await this.chunkSink.stage(staged)))
     for (const [ds, s] of touched) ops.push({ type: 'put', key: keys.datasetStat(ds), value: pack(s) })
     return {
       ops,

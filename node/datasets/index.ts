@@ -9,7 +9,7 @@ import { Catalog, validateFileName, validateKey, type DatasetEntry, type VolumeE
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { MAX_RECORD_BYTES, type Logs } from '../nats/index.ts'
-import { Follower, LogWriter, unpack, volumeStream, volumeSubject, type Outcome, type TableOp } from '../replication/index.ts'
+import { chunkStream, chunkSubject, chunkSubjects, Follower, LogWriter, unpack, volumeStream, volumeSubject, type Outcome, type TableOp } from '../replication/index.ts'
 import { keys, type ChunkStore, type Store } from '../store/index.ts'
 import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
 import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
@@ -125,16 +125,23 @@ export class DataPlane {
 
   /** Creates the JetStream log of a volume (called by the catalog before it records the volume). */
   static createVolumeLog(logs: () => Logs) {
-    return (volumeId: string) => logs().ensure(volumeStream(volumeId), volumeSubject(volumeId))
+    return async (volumeId: string) => {
+      await logs().ensure(volumeStream(volumeId), volumeSubject(volumeId))
+      await logs().ensure(chunkStream(volumeId), chunkSubjects(volumeId), { keyed: true })
+    }
   }
 
   static deleteVolumeLog(logs: () => Logs) {
-    return (volumeId: string) => logs().remove(volumeStream(volumeId))
+    return async (volumeId: string) => {
+      await logs().remove(volumeStream(volumeId))
+      await logs().remove(chunkStream(volumeId))
+    }
   }
 
   private async openVolume(v: VolumeEntry): Promise<void> {
     if (this.volumes.has(v.id)) return
-    const applier = new VolumeApplier(this.o.store, this.o.chunks, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
+    const chunks = { stage: (c: Array<{ sha256: string; data: Uint8Array }>) => this.o.chunks.stage(c), fetch: (h: string) => this.fetchChunk(v.id, h) }
+    const applier = new VolumeApplier(this.o.store, chunks, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
     const follower = new Follower({
       name: `volume ${v.path}`,
       logs: this.o.logs(),
@@ -179,11 +186,12 @@ export class DataPlane {
 
   async volumeStat(v: VolumeEntry): Promise<{ applied: number; lastSeq: number; logBytes: number; datasets: number; bytes: number }> {
     const rt = this.runtime(v.id)
-    const info = await this.o.logs().info(volumeStream(v.id))
+    const [info, chunkInfo] = await Promise.all([this.o.logs().info(volumeStream(v.id)), this.o.logs().info(chunkStream(v.id))])
     const held = this.o.catalog.datasetsIn(v.id)
     let bytes = 0
     for (const ds of held) bytes += (await rt.applier.stat(ds.id)).bytes
-    return { applied: rt.follower.applied, lastSeq: info.lastSeq, logBytes: info.bytes, datasets: held.length, bytes }
+    // The log's bytes include its chunk stream: together they are what the volume holds in JetStream.
+    return { applied: rt.follower.applied, lastSeq: info.lastSeq, logBytes: info.bytes + chunkInfo.bytes, datasets: held.length, bytes }
   }
 
   // ---- tables ----
@@ -306,25 +314,25 @@ export class DataPlane {
 
   /**
    * Stores a file from a stream of bytes. Content is cut into CHUNK_BYTES chunks, each addressed
-   * by its SHA-256; chunks this volume's log already holds are not sent again. The file becomes
-   * visible when its commit record (name, size, hash, chunk list) is applied, after all chunks.
+   * by its SHA-256 and stored here and in the volume's chunk stream (chunks the volume has already
+   * are not sent again). The file becomes visible when its commit record (name, size, hash, chunk
+   * list) is applied from the volume's log, which happens only after every chunk is stored.
    */
   async putFile(path: string, content: AsyncIterable<Uint8Array>, expect: { size?: number | undefined; sha256?: string | undefined } = {}): Promise<{ file: FileMeta; deduplicated: number }> {
     const { ds, name } = this.o.catalog.fileAt(path)
     validateFileName(name, path)
     if (expect.sha256 && !/^[0-9a-f]{64}$/.test(expect.sha256)) throw FabricError.invalidArgument(`sha256 ${JSON.stringify(expect.sha256)} is not 64 lowercase hex digits`)
-    const rt = this.runtime(ds.volumeId)
+    this.runtime(ds.volumeId) // the volume must be open here before anything is sent
     const whole = createHash('sha256')
     const chunks: string[] = []
     const sent = new Set<string>()
-    const inflight: Array<Promise<number>> = []
-    let lastChunkSeq = 0
+    const inflight: Array<Promise<void>> = []
     let size = 0
     let deduplicated = 0
     let buffer = Buffer.alloc(CHUNK_BYTES)
     let filled = 0
 
-    const emit = async (data: Buffer) => {
+    const emit = async (data: Uint8Array) => {
       const h = createHash('sha256').update(data).digest('hex')
       chunks.push(h)
       // A point read off the thread pool, which the follower's fsynced batches keep busy: the
@@ -334,13 +342,21 @@ export class DataPlane {
         return
       }
       sent.add(h)
-      inflight.push(this.writer.appendUnlogged(ds.volumeId, { op: 'chunk', h, d: data }))
-      if (inflight.length >= UPLOAD_WINDOW) lastChunkSeq = Math.max(lastChunkSeq, await inflight.shift()!)
+      const stored = this.storeChunk(ds.volumeId, h, data)
+      stored.catch(() => undefined) // awaited below; an upload that fails first must not leave it unhandled
+      inflight.push(stored)
+      if (inflight.length >= UPLOAD_WINDOW) await inflight.shift()!
     }
     for await (const piece of content) {
       whole.update(piece)
       size += piece.length
       let offset = 0
+      // Whole chunks of a piece go out as views of it, without a copy (clients send chunk-sized
+      // pieces); only a chunk that straddles pieces is assembled in the buffer.
+      while (filled === 0 && piece.length - offset >= CHUNK_BYTES) {
+        await emit(piece.subarray(offset, offset + CHUNK_BYTES))
+        offset += CHUNK_BYTES
+      }
       while (offset < piece.length) {
         const n = Math.min(CHUNK_BYTES - filled, piece.length - offset)
         buffer.set(piece.subarray(offset, offset + n), filled)
@@ -355,7 +371,7 @@ export class DataPlane {
       }
     }
     if (filled > 0 || size === 0) await emit(buffer.subarray(0, filled))
-    for (const p of inflight) lastChunkSeq = Math.max(lastChunkSeq, await p)
+    for (const p of inflight) await p
     const sha256 = whole.digest('hex')
     if (expect.size !== undefined && expect.size !== size) {
       throw FabricError.invalidArgument(`upload of ${path}: received ${size} bytes, expected ${expect.size}; nothing was stored`, { details: { path, size: String(size), expected: String(expect.size) } })
@@ -365,10 +381,26 @@ export class DataPlane {
     }
     const commitBytes = chunks.length * 66 + name.length + 200
     if (commitBytes > MAX_RECORD_BYTES) throw FabricError.invalidArgument(`${path}: ${size} bytes is more than one file can hold (${chunks.length} chunks)`)
-    // Chunks are durable here before the commit that refers to them is accepted.
-    if (lastChunkSeq > 0) await rt.follower.waitApplied(lastChunkSeq, 120_000)
     const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size, sha: sha256, chunks }, chunks)
     return { file: { path, dataset: ds.path, size, sha256, version: seq, timeMs: Date.now(), chunks }, deduplicated }
+  }
+
+  /**
+   * Stores one chunk of an upload: durably in this node's chunk store (unless another volume
+   * brought it here already) and in the volume's chunk stream, then records that the volume has
+   * it. Both are done before the file's commit is accepted, so every node that applies the commit
+   * finds the chunk here or in the stream.
+   */
+  private async storeChunk(volumeId: string, sha256: string, data: Uint8Array): Promise<void> {
+    const held = this.o.store.getSync(keys.chunk(sha256)) !== undefined
+    const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.o.logs().append(chunkSubject(volumeId, sha256), data)])
+    // Not fsynced by itself: the fsynced outbox write of the commit, later, makes it durable.
+    await this.o.store.batch([...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) }])
+  }
+
+  /** A chunk from a volume's chunk stream, for chunks this node does not hold (yet). */
+  private fetchChunk(volumeId: string, sha256: string): Promise<Uint8Array | undefined> {
+    return this.o.logs().last(chunkStream(volumeId), chunkSubject(volumeId, sha256))
   }
 
   async statFile(path: string, atSeq = 0): Promise<FileMeta> {
@@ -396,8 +428,10 @@ export class DataPlane {
    * to READ_AHEAD chunks ahead of the consumer, so disk and network overlap.
    */
   async *readFile(meta: FileMeta): AsyncGenerator<Uint8Array> {
+    const volumeId = this.o.catalog.datasetAt(meta.dataset).volumeId
     const read = async (h: string): Promise<Uint8Array> => {
-      const data = await this.o.chunks.read(h)
+      // A chunk this node has not fetched yet (a commit applied elsewhere first) comes from the stream.
+      const data = (await this.o.chunks.read(h)) ?? (await this.fetchChunk(volumeId, h))
       if (!data) throw FabricError.unavailable(`chunk ${h} of ${meta.path} is not on this node yet`, { details: { path: meta.path, chunk: h } })
       if (createHash('sha256').update(data).digest('hex') !== h) throw FabricError.internal(`chunk ${h} of ${meta.path} is corrupt on this node`, { details: { path: meta.path, chunk: h } })
       return data

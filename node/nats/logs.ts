@@ -65,8 +65,11 @@ export class Logs {
     return this.jsmPromise
   }
 
-  /** Creates the log if it does not exist (idempotent). */
-  async ensure(stream: string, subject: string): Promise<void> {
+  /**
+   * Creates the log if it does not exist (idempotent). A keyed log keeps only the last message
+   * of each subject and answers direct gets (used for content-addressed chunks).
+   */
+  async ensure(stream: string, subject: string, options: { keyed?: boolean } = {}): Promise<void> {
     const jsm = await this.jsm().catch((cause: unknown) => {
       throw FabricError.unavailable(`JetStream is unavailable: ${messageOf(cause)}`, { cause })
     })
@@ -86,6 +89,7 @@ export class Logs {
         max_msg_size: MAX_RECORD_BYTES,
         duplicate_window: nanos(DEDUP_WINDOW_MS),
         num_replicas: 1,
+        ...(options.keyed ? { max_msgs_per_subject: 1, allow_direct: true } : {}),
       })
       this.log.info({ stream }, 'log created')
     } catch (err) {
@@ -109,6 +113,18 @@ export class Logs {
       throw wrap(err, `log ${stream}`)
     })
     return { lastSeq: si.state.last_seq, firstSeq: si.state.first_seq, messages: si.state.messages, bytes: si.state.bytes }
+  }
+
+  /** The payload of the last message on subject in a keyed log, or undefined if it has none. */
+  async last(stream: string, subject: string): Promise<Uint8Array | undefined> {
+    const jsm = await this.jsm()
+    try {
+      const m = await jsm.direct.getMessage(stream, { last_by_subj: subject })
+      return m?.data
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.status === 404) return undefined
+      throw wrap(err, `read ${subject} from ${stream}`)
+    }
   }
 
   /** Appends and resolves with the record's sequence once JetStream has stored it. */

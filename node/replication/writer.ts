@@ -12,7 +12,7 @@
 import type { Logger } from '../log/index.ts'
 import type { Logs } from '../nats/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
-import { encodeRecord, pack, unpack, volumeSubject, type VolumeRecord } from './records.ts'
+import { chunkSubject, encodeRecord, pack, unpack, volumeSubject, type VolumeRecord } from './records.ts'
 
 /** nats-server 2.9's default sync interval (2 min) plus a margin. */
 export const RETAIN_AFTER_ACK_MS = 150_000
@@ -86,7 +86,7 @@ export class LogWriter {
           }
           for (const h of entry.c ?? []) {
             const data = await this.o.readChunk(h)
-            if (data) await this.o.logs().append(volumeSubject(entry.v), encodeRecord({ op: 'chunk', h, d: data }))
+            if (data) await this.o.logs().append(chunkSubject(entry.v, h), data)
           }
           await this.o.logs().append(volumeSubject(entry.v), entry.b, { msgId: `${this.o.writerId}:${wseq}` })
           if (!this.acked.some((a) => a.wseq === wseq)) this.acked.push({ wseq, at: Date.now() })
@@ -126,11 +126,6 @@ export class LogWriter {
     }
     this.acked.push({ wseq, at: Date.now() })
     return seq
-  }
-
-  /** Appends a record that needs no outbox (content-addressed chunks: idempotent, re-sent on recovery). */
-  appendUnlogged(volumeId: string, record: VolumeRecord): Promise<number> {
-    return this.o.logs().append(volumeSubject(volumeId), encodeRecord(record))
   }
 
   /** Group commit: writes queued while an fsync runs share the next one. */

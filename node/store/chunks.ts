@@ -76,8 +76,9 @@ export class ChunkStore implements Service {
   private writer: Writer | undefined
   /** Highest pack number created or tried: numbers are never reused, so a failed pack is never appended to again. */
   private lastPack = 0
-  /** Appends run one at a time, in call order. */
-  private appending: Promise<unknown> = Promise.resolve()
+  /** Stage calls waiting for the next append; the running drain loop, if any. */
+  private queue: Array<{ chunks: Map<string, Uint8Array>; resolve: (ops: BatchOp[]) => void; reject: (err: unknown) => void }> = []
+  private draining: Promise<void> | undefined
   /** Read handles, opened on first use; promises so concurrent first reads share one open. */
   private readonly readers = new Map<number, Promise<FileHandle>>()
   private closed = false
@@ -110,10 +111,31 @@ export class ChunkStore implements Service {
       if (data.byteLength > MAX_CHUNK_BYTES) throw FabricError.invalidArgument(`chunk ${sha256} is ${data.byteLength} bytes, more than ${MAX_CHUNK_BYTES}`)
       if (!unique.has(sha256)) unique.set(sha256, data)
     }
-    // No await above this line: the call joins the queue in call order.
-    const run = this.appending.then(() => this.append(unique))
-    this.appending = run.catch(() => undefined)
-    return run
+    return new Promise((resolve, reject) => {
+      this.queue.push({ chunks: unique, resolve, reject })
+      if (!this.draining) this.draining = this.drain()
+    })
+  }
+
+  /**
+   * Group commit: calls queued while an append runs share the next append and its fsync, so
+   * many small stage calls (one per chunk of an upload) cost one datasync per group.
+   */
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const group = this.queue
+      this.queue = []
+      const merged = new Map<string, Uint8Array>()
+      for (const g of group) for (const [sha, data] of g.chunks) if (!merged.has(sha)) merged.set(sha, data)
+      try {
+        const ops = await this.append(merged)
+        const bySha = new Map(ops.map((op) => [op.key, op]))
+        for (const g of group) g.resolve([...g.chunks.keys()].map((sha) => bySha.get(chunkKey(sha))!))
+      } catch (err) {
+        for (const g of group) g.reject(err)
+      }
+    }
+    this.draining = undefined
   }
 
   async has(sha256: string): Promise<boolean> {
@@ -255,7 +277,7 @@ export class ChunkStore implements Service {
 
   private async doStop(): Promise<void> {
     this.closed = true
-    await this.appending
+    await this.draining
     await this.writer?.fh.close()
     this.writer = undefined
     const readers = [...this.readers.values()]

@@ -165,7 +165,7 @@ export async function startNode(t: Teardown, options: StartNodeOptions = {}): Pr
     for (const [section, values] of Object.entries(options.config ?? {})) config[section] = { ...config[section], ...values }
     await writeFile(configFile, stringifyToml(config))
   }
-  const args = [CLI, 'node', 'start', ...(configFile ? ['--config', configFile] : [])]
+  const args = [...(process.env.FABRIC_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), CLI, 'node', 'start', ...(configFile ? ['--config', configFile] : [])]
   const child = spawn(process.execPath, args, {
     cwd: dir,
     env: { ...cleanEnv(), ...(options.defaults ? { FABRIC_LOG_FORMAT: 'json', FABRIC_LOG_LEVEL: 'debug' } : {}), ...options.env },

@@ -72,7 +72,7 @@ export type VolumeStats = Message<"fabric.v1.VolumeStats"> & {
   lastSeq: bigint;
 
   /**
-   * Bytes in the volume's log.
+   * Bytes the volume holds in JetStream: its log and its chunk stream.
    *
    * @generated from field: uint64 log_bytes = 3;
    */
