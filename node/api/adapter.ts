@@ -110,16 +110,28 @@ type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStrea
 
 function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) => unknown, o: HandlerOptions): grpc.UntypedHandleCall {
   const begin = async (call: AnyCall): Promise<CallContext> => {
-    const controller = new AbortController()
-    ;(call as grpc.ServerUnaryCall<unknown, unknown>).on('cancelled', () => controller.abort(FabricError.unavailable('the call was cancelled')))
+    // The abort signal and the child logger are built on first use: most calls need neither, and
+    // building them (an AbortController, an error with its stack, a pino child) cost more than a
+    // small read. grpc-js also emits 'cancelled' after a call has ended normally; that costs
+    // nothing now.
+    let controller: AbortController | undefined
+    let cancelled = false
+    ;(call as grpc.ServerUnaryCall<unknown, unknown>).on('cancelled', () => {
+      cancelled = true
+      controller?.abort(FabricError.unavailable('the call was cancelled'))
+    })
     const peer = call.getPeer()
     const principal = await o.authenticate(call.metadata, peer)
-    // The child logger is built on first use: most calls never log, and building one per call
-    // costs more than a small read.
     let log: Logger | undefined
     return {
       principal,
-      signal: controller.signal,
+      get signal() {
+        if (!controller) {
+          controller = new AbortController()
+          if (cancelled) controller.abort(FabricError.unavailable('the call was cancelled'))
+        }
+        return controller.signal
+      },
       method: name,
       peer,
       get log() {
@@ -218,10 +230,17 @@ export function fromServiceError(err: unknown, address: string): FabricError {
   return new FabricError(code, message, { cause: err, details })
 }
 
+/**
+ * HTTP/2 flow-control window per stream and per connection, both ways. The HTTP/2 default (64 KiB)
+ * lets a sender put only a quarter of a 256 KiB file chunk on the wire before waiting for the
+ * receiver's event loop to grant more: file transfers were bound by that round trip, not by CPU.
+ */
+export const FLOW_CONTROL_WINDOW = 4 * 1024 * 1024
+
 /** A typed client for one service at address ("host:port"). */
 export function createClient<S extends AnyService>(service: S, address: string, credentials = grpc.credentials.createInsecure()): Client<S> {
   const Ctor = grpc.makeGenericClientConstructor(grpcDefinition(service), service.typeName)
-  const raw = new Ctor(address, credentials) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client
+  const raw = new Ctor(address, credentials, { 'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW }) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client
   const client: Record<string, unknown> = { close: () => raw.close() }
   for (const method of service.methods) {
     const call = raw[method.name]!.bind(raw)

@@ -12,7 +12,7 @@ import { formatHostPort, type HostPort } from '../config/index.ts'
 import { FabricError } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
 import type { Logger } from '../log/index.ts'
-import { grpcDefinition, grpcHandlers, type AnyService, type CallObserver, type ServiceImpl } from './adapter.ts'
+import { FLOW_CONTROL_WINDOW, grpcDefinition, grpcHandlers, type AnyService, type CallObserver, type ServiceImpl } from './adapter.ts'
 import { localAdminAuthenticator, type Authenticator } from './context.ts'
 
 export interface ApiServerOptions {
@@ -62,6 +62,7 @@ export class ApiServer implements Service {
 
   private async doStart(): Promise<void> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 })
+    widenFlowControl(server, this.o.log)
     const authenticate = this.o.authenticate ?? localAdminAuthenticator
     for (const { service, impl } of this.registrations) {
       server.addService(grpcDefinition(service), grpcHandlers(service, impl, { authenticate, log: this.o.log, observe: this.o.observe }))
@@ -117,4 +118,34 @@ function reflectionPackage(services: AnyService[]): ConstructorParameters<typeof
   services.forEach((s) => visit(s.file))
   const fileDescriptorProtos = [...files.values()].map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)))
   return Object.fromEntries(services.map((s) => [s.typeName, { fileDescriptorProtos }])) as unknown as ConstructorParameters<typeof ReflectionService>[0]
+}
+
+/**
+ * Gives uploads the same flow-control window clients use for downloads (FLOW_CONTROL_WINDOW).
+ * grpc-js has no server option for it, so this sets the HTTP/2 settings grpc-js passes to
+ * http2.createServer (a documented http2 option) and widens each new session's connection
+ * window. Both reach into grpc-js internals (checked with 1.14): if they are not there, uploads
+ * still work at the default window, and the node says so at debug level.
+ */
+function widenFlowControl(server: grpc.Server, log: Logger): void {
+  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> }; http2Servers?: Map<{ on(event: 'session', fn: (s: { setLocalWindowSize?(n: number): void }) => void): void }, unknown> }
+  if (!internals.commonServerOptions) {
+    log.debug('grpc-js internals changed: uploads use the default HTTP/2 window')
+    return
+  }
+  internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: FLOW_CONTROL_WINDOW }
+  const bindAsync = server.bindAsync.bind(server)
+  server.bindAsync = (port, creds, callback) =>
+    bindAsync(port, creds, (err, bound) => {
+      for (const h2 of internals.http2Servers?.keys() ?? []) {
+        h2.on('session', (session) => {
+          try {
+            session.setLocalWindowSize?.(FLOW_CONTROL_WINDOW)
+          } catch {
+            // a session already closing: nothing to widen
+          }
+        })
+      }
+      callback(err, bound)
+    })
 }

@@ -10,7 +10,7 @@ import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { MAX_RECORD_BYTES, type Logs } from '../nats/index.ts'
 import { chunkStream, chunkSubject, chunkSubjects, Follower, LogWriter, unpack, volumeStream, volumeSubject, type Outcome, type TableOp } from '../replication/index.ts'
-import { keys, type ChunkStore, type Store } from '../store/index.ts'
+import { keys, type BatchOp, type ChunkStore, type Store } from '../store/index.ts'
 import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
 import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
 
@@ -327,6 +327,15 @@ export class DataPlane {
     const chunks: string[] = []
     const sent = new Set<string>()
     const inflight: Array<Promise<void>> = []
+    // Index entries of the chunks stored so far, written in groups (one LevelDB batch per chunk
+    // cost more than the rest of its bookkeeping). Not fsynced by themselves: the fsynced outbox
+    // write of the commit, after them in LevelDB's log, makes them durable.
+    let index: BatchOp[] = []
+    const writeIndex = async () => {
+      const ops = index
+      index = []
+      await this.o.store.batch(ops)
+    }
     let size = 0
     let deduplicated = 0
     let buffer = Buffer.alloc(CHUNK_BYTES)
@@ -342,10 +351,11 @@ export class DataPlane {
         return
       }
       sent.add(h)
-      const stored = this.storeChunk(ds.volumeId, h, data)
+      const stored = this.storeChunk(ds.volumeId, h, data, index)
       stored.catch(() => undefined) // awaited below; an upload that fails first must not leave it unhandled
       inflight.push(stored)
       if (inflight.length >= UPLOAD_WINDOW) await inflight.shift()!
+      if (index.length >= 512) await writeIndex()
     }
     for await (const piece of content) {
       whole.update(piece)
@@ -372,6 +382,7 @@ export class DataPlane {
     }
     if (filled > 0 || size === 0) await emit(buffer.subarray(0, filled))
     for (const p of inflight) await p
+    await writeIndex()
     const sha256 = whole.digest('hex')
     if (expect.size !== undefined && expect.size !== size) {
       throw FabricError.invalidArgument(`upload of ${path}: received ${size} bytes, expected ${expect.size}; nothing was stored`, { details: { path, size: String(size), expected: String(expect.size) } })
@@ -391,11 +402,10 @@ export class DataPlane {
    * it. Both are done before the file's commit is accepted, so every node that applies the commit
    * finds the chunk here or in the stream.
    */
-  private async storeChunk(volumeId: string, sha256: string, data: Uint8Array): Promise<void> {
+  private async storeChunk(volumeId: string, sha256: string, data: Uint8Array, index: BatchOp[]): Promise<void> {
     const held = this.o.store.getSync(keys.chunk(sha256)) !== undefined
     const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.o.logs().append(chunkSubject(volumeId, sha256), data)])
-    // Not fsynced by itself: the fsynced outbox write of the commit, later, makes it durable.
-    await this.o.store.batch([...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) }])
+    index.push(...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) })
   }
 
   /** A chunk from a volume's chunk stream, for chunks this node does not hold (yet). */
