@@ -19,6 +19,8 @@ import type { Logger } from '../log/index.ts'
 
 /** JetStream's payload limit as configured for the embedded server (max_payload). */
 export const MAX_RECORD_BYTES = 1024 * 1024
+/** Records a log follower has pulled but not applied yet, at most (see follow). */
+const PULL_MESSAGES = 64
 /** How long JetStream remembers message ids for deduplication. */
 export const DEDUP_WINDOW_MS = 2 * 60_000
 
@@ -174,9 +176,13 @@ export class Logs {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: next,
         })
-        // Bounded by bytes: nats.js pulls more as messages arrive, not as they are applied, so a
-        // message-count bound let a fast writer (a large upload) queue hundreds of MiB here.
-        const messages = await consumer.consume({ max_bytes: 16 * 1024 * 1024, idle_heartbeat: 5_000, expires: 10_000 })
+        // Bounded by messages, not bytes. nats.js pulls more as messages arrive, not as they are
+        // applied, so at most PULL_MESSAGES records (at most 1 MiB each, typically far less:
+        // file content is in the chunk stream, not the log) wait here. A byte bound was tried
+        // first: nats.js then refills with requests for the few bytes just consumed, and a record
+        // larger than every outstanding request (a big file's commit after many small writes)
+        // waited for them to expire, 10 s, with the node idle.
+        const messages = await consumer.consume({ max_messages: PULL_MESSAGES, idle_heartbeat: 5_000, expires: 10_000 })
         const stop = () => void messages.stop()
         stopCurrent = stop
         signal.addEventListener('abort', stop, { once: true })
