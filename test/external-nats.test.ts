@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { poll, runCli, startNatsServer, startNode, tempDir } from './harness/index.ts'
+import { poll, runCli, runCliOk, startNatsServer, startNode, tempDir } from './harness/index.ts'
 
 t.test('with [nats] url the node uses that NATS and starts no child', async (t) => {
   const nats = await startNatsServer(t, { domain: 'dc-east' })
@@ -40,11 +40,7 @@ t.test('two nodes of one site share its volumes: writes through one read back th
   const config = { node: { site: 'plant' }, nats: { url: nats.url } }
   const a = await startNode(t, { config })
   const b = await startNode(t, { config })
-  const cli = async (node: { api: string }, ...args: string[]) => {
-    const r = await runCli([...args, '--server', node.api])
-    if (r.code !== 0) throw new Error(`fabric ${args.join(' ')}: exit ${r.code}: ${r.stderr}`)
-    return r
-  }
+  const cli = (node: { api: string }, ...args: string[]) => runCliOk([...args, '--server', node.api])
   await cli(a, 'volume', 'create', '/plant')
   await cli(a, 'ds', 'create', '/plant/t', '--kind', 'table')
   await cli(a, 'ds', 'create', '/plant/f', '--kind', 'files')

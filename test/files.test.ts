@@ -9,7 +9,7 @@ import { createClient } from '../node/api/index.ts'
 import { isFabricError, type FabricError } from '../node/errors/index.ts'
 import { FileService } from '../proto/gen/fabric/v1/file_pb.ts'
 import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
-import { CLI, poll, ROOT, runCli, startNode, type CliResult, type NodeProcess } from './harness/index.ts'
+import { CLI, poll, ROOT, runCli, runCliOk, startNode, type CliResult, type NodeProcess } from './harness/index.ts'
 
 const KiB = 1024
 const CHUNK = 256 * KiB
@@ -95,10 +95,7 @@ t.before(async () => {
   ns = createClient(NamespaceService, node.api)
   t.teardown(() => files.close())
   t.teardown(() => ns.close())
-  const must = async (args: string[]) => {
-    const r = await cli(...args)
-    if (r.code !== 0) throw new Error(`fabric ${args.join(' ')}: exit ${r.code}: ${r.stderr}`)
-  }
+  const must = (args: string[]) => runCliOk([...args, '-s', node.api])
   await must(['volume', 'create', '/acme'])
   await Promise.all([
     ...['img', 'dedup', 'versions', 'partial', 'bad'].map((name) => must(['ds', 'create', `/acme/${name}`, '--kind', 'files'])),

@@ -6,7 +6,7 @@ import { createClient } from '../node/api/index.ts'
 import { isFabricError } from '../node/errors/index.ts'
 import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { StreamService } from '../proto/gen/fabric/v1/stream_pb.ts'
-import { CLI, poll, ROOT, runCli, startNode, type CliResult, type NodeProcess } from './harness/index.ts'
+import { CLI, poll, ROOT, runCli, runCliOk, startNode, type CliResult, type NodeProcess } from './harness/index.ts'
 
 const MAX_EVENT = 512 * 1024
 
@@ -85,10 +85,7 @@ t.before(async () => {
   ns = createClient(NamespaceService, node.api)
   t.teardown(() => streams.close())
   t.teardown(() => ns.close())
-  const must = async (args: string[]) => {
-    const r = await cli(...args)
-    if (r.code !== 0) throw new Error(`fabric ${args.join(' ')}: exit ${r.code}: ${r.stderr}`)
-  }
+  const must = (args: string[]) => runCliOk([...args, '-s', node.api])
   await must(['volume', 'create', '/plant'])
   await Promise.all([
     ...['events', 'ranges', 'live', 'stdin', 'bad'].map((name) => must(['ds', 'create', `/plant/${name}`, '--kind', 'stream'])),

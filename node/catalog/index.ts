@@ -69,7 +69,6 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     for await (const [, v] of this.o.store.entries({ gte: keys.catalogDatasetPrefix, lt: keys.prefixEnd(keys.catalogDatasetPrefix) })) {
       const ds = unpack<DatasetEntry>(v)
       this.datasets.set(ds.id, ds)
-      this.byPath = undefined
     }
     await this.o.logs().ensure(CATALOG_STREAM, CATALOG_SUBJECT)
     await this.o.createVolumeLog(ROOT_VOLUME_ID)

@@ -279,22 +279,28 @@ export class DataPlane {
   async get(path: string, key: string, atSeq = 0): Promise<Row> {
     const ds = this.o.catalog.datasetAt(path, 'table')
     validateKey(key)
-    if (!atSeq) {
-      // The newest version: two point reads through the head, no iterator.
-      const raw = this.o.store.getSync(keys.head(ds.id, key))
-      const head = raw && decodeHead(raw)
-      const v = head && head.live ? this.o.store.getSync(keys.tableVersion(ds.id, key, head.seq)) : undefined
-      const doc = v && unpack<StoredDoc>(v)
-      if (head && doc?.d) return { key, json: decoder.decode(doc.d), version: head.seq, timeMs: doc.t }
-      throw FabricError.notFound(`key ${JSON.stringify(key)} not found in ${path}`, { details: { path, key } })
-    }
-    const prefix = keys.tablePrefix(ds.id)
-    for await (const [k, v] of this.o.store.entries({ gte: keys.tableVersion(ds.id, key, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${key}${keys.AFTER_SEP}`, limit: 1 })) {
-      const doc = unpack<StoredDoc>(v)
-      if (!doc.d) break
-      return { key, json: decoder.decode(doc.d), version: keys.splitVersion(prefix, k).seq, timeMs: doc.t }
-    }
+    const found = await this.versionAt(keys.tablePrefix(ds.id), ds.id, key, atSeq)
+    const doc = found && unpack<StoredDoc>(found.value)
+    if (found && doc?.d) return { key, json: decoder.decode(doc.d), version: found.seq, timeMs: doc.t }
     throw FabricError.notFound(`key ${JSON.stringify(key)} not found in ${path}${atSeq ? ` at position ${atSeq}` : ''}`, { details: { path, key } })
+  }
+
+  /**
+   * The stored version (or tombstone) of a table key or file at atSeq. The newest (atSeq 0) is
+   * two point reads through the head; an older one is one seek.
+   */
+  private async versionAt(prefix: string, datasetId: string, name: string, atSeq: number): Promise<{ seq: number; value: Uint8Array } | undefined> {
+    if (!atSeq) {
+      const raw = this.o.store.getSync(keys.head(datasetId, name))
+      if (!raw) return undefined
+      const { seq } = decodeHead(raw)
+      const value = this.o.store.getSync(keys.versionKey(prefix, name, seq))
+      return value && { seq, value }
+    }
+    for await (const [k, value] of this.o.store.entries({ gte: keys.versionKey(prefix, name, atSeq), lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
+      return { seq: keys.splitVersion(prefix, k).seq, value }
+    }
+    return undefined
   }
 
   /** Documents in key order: by prefix, or in [from, to). Each key's newest version at atSeq. */
@@ -403,7 +409,7 @@ export class DataPlane {
    * finds the chunk here or in the stream.
    */
   private async storeChunk(volumeId: string, sha256: string, data: Uint8Array, index: BatchOp[]): Promise<void> {
-    const held = this.o.store.getSync(keys.chunk(sha256)) !== undefined
+    const held = this.o.chunks.has(sha256)
     const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.o.logs().append(chunkSubject(volumeId, sha256), data)])
     index.push(...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) })
   }
@@ -416,20 +422,9 @@ export class DataPlane {
   async statFile(path: string, atSeq = 0): Promise<FileMeta> {
     const { ds, name } = this.o.catalog.fileAt(path)
     validateFileName(name, path)
-    if (!atSeq) {
-      const raw = this.o.store.getSync(keys.head(ds.id, name))
-      const head = raw && decodeHead(raw)
-      const v = head && head.live ? this.o.store.getSync(keys.fileVersion(ds.id, name, head.seq)) : undefined
-      const f = v && unpack<StoredFile>(v)
-      if (head && f?.sha) return { path, dataset: ds.path, size: f.size!, sha256: f.sha, version: head.seq, timeMs: f.t, chunks: f.chunks! }
-      throw FabricError.notFound(`file ${path} not found`, { details: { path } })
-    }
-    const prefix = keys.filePrefix(ds.id)
-    for await (const [k, v] of this.o.store.entries({ gte: keys.fileVersion(ds.id, name, atSeq || Number.MAX_SAFE_INTEGER), lt: `${prefix}${name}${keys.AFTER_SEP}`, limit: 1 })) {
-      const f = unpack<StoredFile>(v)
-      if (!f.sha) break
-      return { path, dataset: ds.path, size: f.size!, sha256: f.sha, version: keys.splitVersion(prefix, k).seq, timeMs: f.t, chunks: f.chunks! }
-    }
+    const found = await this.versionAt(keys.filePrefix(ds.id), ds.id, name, atSeq)
+    const f = found && unpack<StoredFile>(found.value)
+    if (found && f?.sha) return { path, dataset: ds.path, size: f.size!, sha256: f.sha, version: found.seq, timeMs: f.t, chunks: f.chunks! }
     throw FabricError.notFound(`file ${path} not found${atSeq ? ` at position ${atSeq}` : ''}`, { details: { path } })
   }
 

@@ -24,9 +24,6 @@ const SHA256_HEX = /^[0-9a-f]{64}$/
 const LOCATION_BYTES = 16
 const MAX_CHUNK_BYTES = 0xffffffff
 
-/** LevelDB key of a chunk's location. */
-export const chunkKey = keys.chunk
-
 export const packName = (pack: number): string => `${String(pack).padStart(8, '0')}.pack`
 
 interface Location {
@@ -130,7 +127,7 @@ export class ChunkStore implements Service {
       try {
         const ops = await this.append(merged)
         const bySha = new Map(ops.map((op) => [op.key, op]))
-        for (const g of group) g.resolve([...g.chunks.keys()].map((sha) => bySha.get(chunkKey(sha))!))
+        for (const g of group) g.resolve([...g.chunks.keys()].map((sha) => bySha.get(keys.chunk(sha))!))
       } catch (err) {
         for (const g of group) g.reject(err)
       }
@@ -138,14 +135,15 @@ export class ChunkStore implements Service {
     this.draining = undefined
   }
 
-  async has(sha256: string): Promise<boolean> {
-    return (await this.o.store.get(chunkKey(sha256))) !== undefined
+  /** Whether the chunk is indexed here (a synchronous point read: it is on upload hot paths). */
+  has(sha256: string): boolean {
+    return this.o.store.getSync(keys.chunk(sha256)) !== undefined
   }
 
   /** The chunk's bytes, or undefined if it is not indexed. The hash is not checked here. */
   async read(sha256: string): Promise<Uint8Array | undefined> {
     // The index entry is small and hot: read it off the thread pool, which the reads use.
-    const value = this.o.store.getSync(chunkKey(sha256))
+    const value = this.o.store.getSync(keys.chunk(sha256))
     if (value === undefined) return undefined
     const at = decodeLocation(sha256, value)
     const data = new Uint8Array(at.length)
@@ -193,7 +191,7 @@ export class ChunkStore implements Service {
           this.writer = undefined
           w = this.writer = await this.createPack()
         }
-        ops.push({ type: 'put', key: chunkKey(sha256), value: encodeLocation({ pack: w.pack, offset: w.position + pendingBytes, length }) })
+        ops.push({ type: 'put', key: keys.chunk(sha256), value: encodeLocation({ pack: w.pack, offset: w.position + pendingBytes, length }) })
         if (length > 0) pending.push(data)
         pendingBytes += length
       }

@@ -137,4 +137,4 @@ export class Store implements Service {
     this.db = undefined
   }
 }
-export { ChunkStore, chunkKey, type ChunkStoreOptions } from './chunks.ts'
+export { ChunkStore, type ChunkStoreOptions } from './chunks.ts'

@@ -96,6 +96,13 @@ export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?:
   })
 }
 
+/** Runs the fabric CLI for a test's set-up: throws, with its stderr, unless it exits 0. */
+export async function runCliOk(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  const r = await runCli(args, options)
+  if (r.code !== 0) throw new Error(`fabric ${args.join(' ')}: exit ${r.code}: ${r.stderr}`)
+  return r
+}
+
 /** The environment without FABRIC_* variables a developer may have set. */
 function cleanEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FABRIC_')))
