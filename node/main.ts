@@ -233,9 +233,18 @@ export class FabricNode {
     const duration = this.metrics.histogram('fabric_grpc_request_duration_seconds', 'gRPC call duration in seconds, by method.', ['method'], [
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
     ])
+    // The labelled children, looked up once per method and code: prom-client's lookup by a
+    // label object hashes the labels on every call.
+    const counters = new Map<string, { inc(): void }>()
+    const timers = new Map<string, { observe(v: number): void }>()
     return (method: string, code: number, durationMs: number) => {
-      requests.inc({ method, code: String(code) })
-      duration.observe({ method }, durationMs / 1000)
+      const key = `${method} ${code}`
+      let counter = counters.get(key)
+      if (!counter) counters.set(key, (counter = requests.labels(method, String(code))))
+      counter.inc()
+      let timer = timers.get(method)
+      if (!timer) timers.set(method, (timer = duration.labels(method)))
+      timer.observe(durationMs / 1000)
     }
   }
 }

@@ -18,7 +18,7 @@ import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { DETAIL_PREFIX, ERROR_CODE_OF, GRPC_STATUS_OF } from './status.ts'
-import type { Authenticator, CallContext } from './context.ts'
+import type { Authenticator, CallContext, Principal } from './context.ts'
 
 export type AnyService = GenService<GenServiceMethods>
 
@@ -109,21 +109,22 @@ export function grpcHandlers<S extends AnyService>(service: S, impl: ServiceImpl
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>
 
 function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) => unknown, o: HandlerOptions): grpc.UntypedHandleCall {
-  const begin = async (call: AnyCall): Promise<CallContext> => {
-    // The abort signal and the child logger are built on first use: most calls need neither, and
-    // building them (an AbortController, an error with its stack, a pino child) cost more than a
-    // small read. grpc-js also emits 'cancelled' after a call has ended normally; that costs
-    // nothing now.
+  /** The call's context; synchronous unless the authenticator is asynchronous (no extra tick per call). */
+  const begin = (call: AnyCall): CallContext | Promise<CallContext> => {
+    // The abort signal, the peer string and the child logger are built on first use: most calls
+    // need none of them, and building them (an AbortController, an error with its stack, a pino
+    // child) cost more than a small read. grpc-js also emits 'cancelled' after a call has ended
+    // normally; that costs nothing now.
     let controller: AbortController | undefined
     let cancelled = false
     ;(call as grpc.ServerUnaryCall<unknown, unknown>).on('cancelled', () => {
       cancelled = true
       controller?.abort(FabricError.unavailable('the call was cancelled'))
     })
-    const peer = call.getPeer()
-    const principal = await o.authenticate(call.metadata, peer)
+    let peer: string | undefined
+    const peerOf = () => (peer ??= call.getPeer())
     let log: Logger | undefined
-    return {
+    const context = (principal: Principal): CallContext => ({
       principal,
       get signal() {
         if (!controller) {
@@ -133,11 +134,15 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
         return controller.signal
       },
       method: name,
-      peer,
+      get peer() {
+        return peerOf()
+      },
       get log() {
         return (log ??= o.log.child({ method: name }))
       },
-    }
+    })
+    const principal = o.authenticate(call.metadata, peerOf)
+    return principal instanceof Promise ? principal.then(context) : context(principal)
   }
   const finish = (started: number, code: grpc.status) => o.observe?.(name, code, performance.now() - started)
 
@@ -146,22 +151,30 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
     case 'client_streaming':
       return (call: AnyCall, callback: grpc.sendUnaryData<unknown>) => {
         const started = performance.now()
-        void (async () => {
-          const ctx = await begin(call)
-          const input = method.methodKind === 'unary' ? (call as grpc.ServerUnaryCall<unknown, unknown>).request : (call as grpc.ServerReadableStream<unknown, unknown>)
-          const out = await (fn(input, ctx) as Promise<MessageInitShape<DescMessage>>)
-          return create(method.output, out)
-        })().then(
-          (res) => {
-            finish(started, grpc.status.OK)
-            callback(null, res)
-          },
-          (err: unknown) => {
-            const se = toServiceError(err, o.log, name)
-            finish(started, se.code ?? grpc.status.INTERNAL)
-            callback(se)
-          },
-        )
+        const input = method.methodKind === 'unary' ? (call as grpc.ServerUnaryCall<unknown, unknown>).request : (call as grpc.ServerReadableStream<unknown, unknown>)
+        const run = (ctx: CallContext) => fn(input, ctx) as Promise<MessageInitShape<DescMessage>>
+        let result: Promise<MessageInitShape<DescMessage>>
+        try {
+          const ctx = begin(call)
+          result = ctx instanceof Promise ? ctx.then(run) : run(ctx)
+        } catch (err) {
+          result = Promise.reject(err)
+        }
+        const fail = (err: unknown) => {
+          const se = toServiceError(err, o.log, name)
+          finish(started, se.code ?? grpc.status.INTERNAL)
+          callback(se)
+        }
+        result.then((out) => {
+          let res: unknown
+          try {
+            res = create(method.output, out)
+          } catch (err) {
+            return fail(err)
+          }
+          finish(started, grpc.status.OK)
+          callback(null, res)
+        }, fail)
       }
     case 'server_streaming':
     case 'bidi_streaming':
@@ -240,7 +253,7 @@ export const FLOW_CONTROL_WINDOW = 4 * 1024 * 1024
 /** A typed client for one service at address ("host:port"). */
 export function createClient<S extends AnyService>(service: S, address: string, credentials = grpc.credentials.createInsecure()): Client<S> {
   const Ctor = grpc.makeGenericClientConstructor(grpcDefinition(service), service.typeName)
-  const raw = new Ctor(address, credentials, { 'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW }) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client
+  const raw = new Ctor(address, credentials, { 'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW, 'grpc.enable_channelz': 0 }) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client
   const client: Record<string, unknown> = { close: () => raw.close() }
   for (const method of service.methods) {
     const call = raw[method.name]!.bind(raw)

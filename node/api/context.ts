@@ -24,8 +24,11 @@ export interface CallContext {
   readonly log: Logger
 }
 
-/** Maps a call's metadata to a principal, or throws UNAUTHENTICATED. */
-export type Authenticator = (metadata: Metadata, peer: string) => Principal | Promise<Principal>
+/**
+ * Maps a call's metadata to a principal, or throws UNAUTHENTICATED. The peer address is a function:
+ * grpc-js builds that string on request, and most authenticators never need it.
+ */
+export type Authenticator = (metadata: Metadata, peer: () => string) => Principal | Promise<Principal>
 
 /** Until tokens and mTLS arrive every caller on the (loopback-only by default) API is the local admin. */
 export const localAdminAuthenticator: Authenticator = () => LOCAL_ADMIN

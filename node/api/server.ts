@@ -61,7 +61,7 @@ export class ApiServer implements Service {
   }
 
   private async doStart(): Promise<void> {
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 })
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024, 'grpc.enable_channelz': 0 })
     widenFlowControl(server, this.o.log)
     const authenticate = this.o.authenticate ?? localAdminAuthenticator
     for (const { service, impl } of this.registrations) {
