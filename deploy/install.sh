@@ -13,7 +13,8 @@ command -v node >/dev/null || { echo "install.sh: Node.js 20 or newer is require
 id fabric >/dev/null 2>&1 || useradd --system --home-dir /var/lib/fabric --shell /usr/sbin/nologin fabric
 install -d -o fabric -g fabric -m 0750 /var/lib/fabric
 install -d -m 0755 /etc/fabric /opt/fabric
-[ -f /etc/fabric/fabric.toml ] || install -m 0644 "$src/deploy/fabric.toml" /etc/fabric/fabric.toml
+# The config may hold credentials (a hub's leafnode password, hub URLs): readable by the node only.
+[ -f /etc/fabric/fabric.toml ] || install -m 0640 -o root -g fabric "$src/deploy/fabric.toml" /etc/fabric/fabric.toml
 
 # Build in the checkout, then copy what runs: dist/, production node_modules, package files, docs.
 (cd "$src" && npm ci --no-audit --no-fund && npm run build)

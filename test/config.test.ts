@@ -1,10 +1,12 @@
 import t from 'tap'
+import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { loadConfig } from '../node/config/index.ts'
 import { isFabricError } from '../node/errors/index.ts'
-import { ROOT, runCli, tempDir } from './harness/index.ts'
+import { ROOT, runCli, startNode, tempDir } from './harness/index.ts'
 
 const errorOf = (fn: () => unknown): string => {
   try {
@@ -26,6 +28,172 @@ t.test('no config at all: a complete single-site node on loopback', async (t) =>
   t.equal(c.nats.port, 4250)
   t.equal(c.nats.url, undefined)
   t.ok(Object.isFrozen(c) && Object.isFrozen(c.api.listen), 'config is frozen')
+})
+
+t.test('no topology keys: a standalone site with one replica', async (t) => {
+  const c = loadConfig({ env: { FABRIC_NODE_SITE: 'plant-3' } })
+  t.same(
+    { ...c.nats, port: undefined, binary: undefined },
+    {
+      port: undefined,
+      url: undefined,
+      binary: undefined,
+      leafnodeListen: undefined,
+      leafnodeAdvertise: undefined,
+      leafnodeUser: undefined,
+      leafnodePassword: undefined,
+      hubUrls: [],
+      clusterName: 'plant-3',
+      clusterListen: undefined,
+      routes: [],
+      replicas: 1,
+      monitorListen: undefined,
+    },
+    'no leafnode, cluster or monitoring listener; the cluster name would be the site name',
+  )
+})
+
+t.test('a hub that is also the edge of an upper hub, clustered, from a file and the environment', async (t) => {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'fabric.toml')
+  await writeFile(
+    file,
+    [
+      '[node]',
+      'site = "region-1"',
+      '[nats]',
+      'leafnode_listen = "0.0.0.0:7422"',
+      'leafnode_advertise = "region-1.example.net:17422"',
+      'leafnode_user = "leaf"',
+      'hub_urls = ["nats-leaf://up:up-pw@hub.example.net:7422"]',
+      'cluster_listen = "10.0.0.1:0"',
+      'routes = ["nats-route://10.0.0.1:6222", "nats-route://[fd00::2]:6222"]',
+      'replicas = 3',
+      'monitor_listen = "127.0.0.1:0"',
+    ].join('\n'),
+  )
+  const c = loadConfig({ file, env: { FABRIC_NATS_LEAFNODE_PASSWORD: 'from-env', FABRIC_NATS_CLUSTER_NAME: 'r1' } })
+  t.same(c.nats.leafnodeListen, { host: '0.0.0.0', port: 7422 })
+  t.same(c.nats.leafnodeAdvertise, { host: 'region-1.example.net', port: 17422 })
+  t.equal(c.nats.leafnodeUser, 'leaf')
+  t.equal(c.nats.leafnodePassword, 'from-env', 'FABRIC_NATS_LEAFNODE_PASSWORD sets the password')
+  t.same(c.nats.hubUrls, ['nats-leaf://up:up-pw@hub.example.net:7422'])
+  t.equal(c.nats.clusterName, 'r1')
+  t.same(c.nats.clusterListen, { host: '10.0.0.1', port: 0 })
+  t.same(c.nats.routes, ['nats-route://10.0.0.1:6222', 'nats-route://[fd00::2]:6222'])
+  t.equal(c.nats.replicas, 3)
+  t.same(c.nats.monitorListen, { host: '127.0.0.1', port: 0 })
+
+  const e = loadConfig({
+    env: {
+      FABRIC_NATS_HUB_URLS: 'nats-leaf://a:b@hub-1:7422, nats-leaf://a:b@hub-2:7422',
+      FABRIC_NATS_CLUSTER_LISTEN: '0.0.0.0:6222',
+      FABRIC_NATS_ROUTES: 'nats-route://n1:6222,nats-route://n2:6222',
+      FABRIC_NATS_REPLICAS: '2',
+    },
+  })
+  t.same(e.nats.hubUrls, ['nats-leaf://a:b@hub-1:7422', 'nats-leaf://a:b@hub-2:7422'], 'lists from the environment are comma-separated')
+  t.same(e.nats.routes, ['nats-route://n1:6222', 'nats-route://n2:6222'])
+  t.equal(e.nats.replicas, 2, 'numbers from the environment are numbers')
+  t.match(errorOf(() => loadConfig({ env: { FABRIC_NATS_REPLICAS: 'three' } })), /nats\.replicas \(from FABRIC_NATS_REPLICAS\): expected a number of replicas/)
+})
+
+t.test('topology keys: each mistake names its key, and never shows a password', async (t) => {
+  const dir = await tempDir(t)
+  const cases: Array<[string, RegExp]> = [
+    ['leafnode_listen = "7422"', /nats\.leafnode_listen: expected "host:port", got "7422"/],
+    ['leafnode_listen = "0.0.0.0:7422"\nleafnode_advertise = "hub"', /nats\.leafnode_advertise: expected "host:port", got "hub"/],
+    ['leafnode_advertise = "hub:7422"', /nats\.leafnode_advertise: only applies to a hub: set nats\.leafnode_listen too/],
+    ['leafnode_listen = "0.0.0.0:7422"\nleafnode_user = "leaf"', /nats\.leafnode_password: must be set together with nats\.leafnode_user/],
+    ['leafnode_listen = "0.0.0.0:7422"\nleafnode_password = "pw-7f3k"', /nats\.leafnode_user: must be set together with nats\.leafnode_password/],
+    ['leafnode_listen = "0.0.0.0:7422"\nleafnode_user = "leaf"\nleafnode_password = ""', /nats\.leafnode_password: must not be empty/],
+    ['leafnode_listen = "0.0.0.0:7422"\nleafnode_user = "leaf"\nleafnode_password = 42', /nats\.leafnode_password: expected a password \(string\)/],
+    ['leafnode_user = "leaf"\nleafnode_password = "pw-7f3k"', /nats\.leafnode_user: only applies to a hub/],
+    ['hub_urls = "nats-leaf://hub:7422"', /nats\.hub_urls: expected a list of URLs/],
+    ['hub_urls = ["nats://leaf:pw-7f3k@hub:7422"]', /nats\.hub_urls\.0: expected "nats-leaf:\/\/\[user:pass@\]host:port", got "nats:\/\/hub:7422"/],
+    ['hub_urls = ["nats-leaf://leaf:pw-7f3k@hub"]', /nats\.hub_urls\.0: expected "nats-leaf:\/\/\[user:pass@\]host:port", got "nats-leaf:\/\/hub"/],
+    ['cluster_name = "Hub One"\ncluster_listen = "0.0.0.0:6222"\nroutes = ["nats-route://a:6222"]', /nats\.cluster_name: expected a cluster name: .*got "Hub One"/],
+    ['cluster_name = "hub"', /nats\.cluster_name: only applies to a clustered site: set nats\.cluster_listen too/],
+    ['routes = ["nats-route://a:6222"]', /nats\.routes: only applies to a clustered site/],
+    ['cluster_listen = "0.0.0.0:6222"', /nats\.routes: a clustered site needs its routes: list every server of the site, this one included/],
+    ['cluster_listen = "0.0.0.0:6222"\nroutes = ["a:6222"]', /nats\.routes\.0: expected "nats-route:\/\/host:port", got "a:6222"/],
+    ['cluster_listen = "0.0.0.0:6222"\nroutes = ["nats-route://u:pw-7f3k@a:6222"]', /nats\.routes\.0: expected "nats-route:\/\/host:port" without a user or password/],
+    ['replicas = 0', /nats\.replicas: expected a number of replicas from 1 to 5/],
+    ['replicas = 6', /nats\.replicas: expected a number of replicas from 1 to 5/],
+    ['replicas = 2.5', /nats\.replicas: expected a number of replicas from 1 to 5 \(integer\)/],
+    ['replicas = 3', /nats\.replicas: 3 replicas need a clustered site: set nats\.cluster_listen and nats\.routes/],
+    ['monitor_listen = "localhost"', /nats\.monitor_listen: expected "host:port", got "localhost"/],
+    ['leafnode_port = 7422', /nats\.leafnode_port: unknown key/],
+  ]
+  for (const [toml, expected] of cases) {
+    const file = path.join(dir, 'fabric.toml')
+    await writeFile(file, `[nats]\n${toml}\n`)
+    const message = errorOf(() => loadConfig({ file, env: {} }))
+    t.match(message, expected, JSON.stringify(toml))
+    t.notMatch(message, /pw-7f3k/, 'no password in the message')
+  }
+  t.notMatch(errorOf(() => loadConfig({ env: { FABRIC_NATS_LEAFNODE_PASSWORD: 'pw-7f3k' } })), /pw-7f3k/, 'nor from the environment')
+})
+
+t.test('with an external NATS, keys of the embedded server are refused, replicas are not', async (t) => {
+  const dir = await tempDir(t)
+  const keys: Array<[string, string]> = [
+    ['leafnode_listen', '"0.0.0.0:7422"'],
+    ['leafnode_advertise', '"hub:7422"'],
+    ['leafnode_user', '"leaf"'],
+    ['leafnode_password', '"pw-7f3k"'],
+    ['hub_urls', '["nats-leaf://hub:7422"]'],
+    ['cluster_name', '"hub"'],
+    ['cluster_listen', '"0.0.0.0:6222"'],
+    ['routes', '["nats-route://a:6222"]'],
+    ['monitor_listen', '"127.0.0.1:8222"'],
+  ]
+  const file = path.join(dir, 'fabric.toml')
+  for (const [key, value] of keys) {
+    await writeFile(file, `[nats]\nurl = "nats://10.0.0.5:4222"\n${key} = ${value}\n`)
+    t.match(
+      errorOf(() => loadConfig({ file, env: {} })),
+      new RegExp(`nats\\.${key}: only applies to the embedded nats-server; configure your NATS deployment instead`),
+      key,
+    )
+  }
+  await writeFile(file, `[nats]\nurl = "nats://10.0.0.5:4222"\nreplicas = 3\nhub_urls = []\n`)
+  t.equal(loadConfig({ file, env: {} }).nats.replicas, 3, 'replicas apply to the external cluster too')
+})
+
+t.test('deploy/examples: every fabric config loads, every nats-server config passes nats-server -t', async (t) => {
+  const examples = path.join(ROOT, 'deploy', 'examples')
+  const files = (await readdir(examples, { recursive: true })).map((f) => path.join(examples, f)).sort()
+  const tomls = files.filter((f) => f.endsWith('.toml'))
+  const confs = files.filter((f) => f.endsWith('.conf'))
+  t.ok(tomls.length >= 6 && confs.length >= 3, `found ${tomls.length} fabric and ${confs.length} nats-server configs`)
+  for (const file of tomls) {
+    const c = loadConfig({ file, env: {} })
+    t.ok(c.node.site, `${path.relative(ROOT, file)} loads (site ${c.node.site})`)
+  }
+  const cluster = tomls.filter((f) => f.includes('hub-cluster'))
+  t.same(
+    cluster.map((f) => loadConfig({ file: f, env: {} }).nats.replicas),
+    [3, 3, 3],
+    'the clustered hub keeps three replicas',
+  )
+  t.equal(new Set(cluster.map((f) => loadConfig({ file: f, env: {} }).nats.leafnodeAdvertise?.host)).size, 3, 'each hub server advertises its own address')
+  for (const file of confs) {
+    const { stdout, stderr } = await promisify(execFile)('nats-server', ['-t', '-c', file])
+    t.match(stdout + stderr, /is valid/, `nats-server -t accepts ${path.relative(ROOT, file)}`)
+  }
+})
+
+t.test('the leafnode password reaches the server config (mode 0600) and no log', async (t) => {
+  const password = 'env-leaf-s3cret'
+  const node = await startNode(t, {
+    config: { nats: { leafnode_listen: '127.0.0.1:0', leafnode_user: 'leaf' } },
+    env: { FABRIC_NATS_LEAFNODE_PASSWORD: password },
+  })
+  const conf = path.join(node.dataDir, 'nats', 'nats-server.conf')
+  t.match(await readFile(conf, 'utf8'), `password: "${password}"`, 'FABRIC_NATS_LEAFNODE_PASSWORD is the hub\'s leafnode password')
+  t.equal((await stat(conf)).mode & 0o777, 0o600, 'in a file only the node\'s user reads')
+  t.notMatch(JSON.stringify(node.logs) + node.stderr(), password, 'not in the debug log')
 })
 
 t.test('fabric.example.toml documents every key with its default', async (t) => {

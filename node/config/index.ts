@@ -35,6 +35,26 @@ export interface Config {
     readonly url: string | undefined
     /** The nats-server program the node supervises. */
     readonly binary: string
+    /** This site is a hub: the embedded server accepts leafnode connections here (port 0: any). */
+    readonly leafnodeListen: HostPort | undefined
+    /** The host:port edges dial, sent to them instead of the listen address (proxy, NAT, DNS). */
+    readonly leafnodeAdvertise: HostPort | undefined
+    /** The credentials a leafnode must present to this hub; both or neither. */
+    readonly leafnodeUser: string | undefined
+    /** A secret: never logged (the logger censors this field). */
+    readonly leafnodePassword: string | undefined
+    /** This site is a leafnode of these hub servers (nats-leaf://[user:pass@]host:port). */
+    readonly hubUrls: readonly string[]
+    /** Servers of one site cluster under this name (the site name unless set). */
+    readonly clusterName: string
+    /** Route listener of a clustered site (port 0: any). */
+    readonly clusterListen: HostPort | undefined
+    /** The site's servers (nats-route://host:port), this one included. */
+    readonly routes: readonly string[]
+    /** JetStream replicas of the streams fabric creates at this site. */
+    readonly replicas: number
+    /** nats-server HTTP monitoring (/varz, /leafz, /routez, /jsz); off unless set. */
+    readonly monitorListen: HostPort | undefined
   }
   readonly log: { readonly level: LogLevel; readonly format: 'auto' | 'json' | 'pretty' }
   /** The file the config came from, if any. */
@@ -73,7 +93,21 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     node: { id: c.node.id, site: c.node.site, dataDir, shutdownTimeoutMs: c.node.shutdown_timeout },
     api: { listen: c.api.listen },
     http: { listen: c.http.listen },
-    nats: { port: c.nats.port, url: c.nats.url, binary: c.nats.binary },
+    nats: {
+      port: c.nats.port,
+      url: c.nats.url,
+      binary: c.nats.binary,
+      leafnodeListen: c.nats.leafnode_listen,
+      leafnodeAdvertise: c.nats.leafnode_advertise,
+      leafnodeUser: c.nats.leafnode_user,
+      leafnodePassword: c.nats.leafnode_password,
+      hubUrls: c.nats.hub_urls,
+      clusterName: c.nats.cluster_name ?? c.node.site,
+      clusterListen: c.nats.cluster_listen,
+      routes: c.nats.routes,
+      replicas: c.nats.replicas,
+      monitorListen: c.nats.monitor_listen,
+    },
     log: { level: c.log.level, format: c.log.format },
     source: file,
   })
@@ -103,18 +137,24 @@ function readToml(file: string): Record<string, unknown> {
 
 /**
  * Copies FABRIC_<SECTION>_<KEY> variables over the file's values, for every key the schema knows.
+ * Numbers are read as numbers and lists as comma-separated values (FABRIC_NATS_ROUTES="a,b").
  * Returns the key paths that came from the environment, so errors can name the variable.
  */
 function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Map<string, string> {
   const fromEnv = new Map<string, string>()
   for (const [section, sectionSchema] of Object.entries(ConfigSchema.shape)) {
-    const keys = Object.keys(unwrapObject(sectionSchema).shape)
-    for (const key of keys) {
+    for (const [key, keySchema] of Object.entries(unwrapObject(sectionSchema).shape)) {
       const name = `${ENV_PREFIX}${section}_${key}`.toUpperCase()
       const value = env[name]
       if (value === undefined || value === '') continue
       const target = (raw[section] ??= {}) as Record<string, unknown>
-      target[key] = /^-?\d+$/.test(value) && key === 'port' ? Number(value) : value
+      const kind = baseType(keySchema)
+      target[key] =
+        kind === 'number' && /^-?\d+$/.test(value)
+          ? Number(value)
+          : kind === 'array'
+            ? value.split(',').map((v) => v.trim()).filter(Boolean)
+            : value
       fromEnv.set(`${section}.${key}`, name)
     }
   }
@@ -127,6 +167,18 @@ function unwrapObject(schema: unknown): { shape: Record<string, unknown> } {
   while (!s.shape && s.def?.innerType) s = s.def.innerType as typeof s
   if (!s.shape) throw new Error('config schema: section is not an object')
   return s as { shape: Record<string, unknown> }
+}
+
+/** The type under a key's defaults, optionals and transforms: "number", "array", "string", ... */
+function baseType(schema: unknown): string | undefined {
+  let s = schema as { def?: { type?: string; innerType?: unknown; in?: unknown } } | undefined
+  for (let i = 0; s?.def && i < 10; i++) {
+    const { type, innerType, in: input } = s.def
+    if (innerType) s = innerType as typeof s
+    else if (type === 'pipe' && input) s = input as typeof s
+    else return type
+  }
+  return undefined
 }
 
 function isSet(raw: Record<string, unknown>, section: string, key: string): boolean {
@@ -142,7 +194,7 @@ function configError(error: z.ZodError, file: string | undefined, fromEnv: Map<s
       for (const key of issue.keys) problems.push(`${at ? `${at}.` : ''}${key}: unknown key`)
       continue
     }
-    const envName = fromEnv.get(at)
+    const envName = fromEnv.get(issue.path.slice(0, 2).map(String).join('.'))
     problems.push(`${at}${envName ? ` (from ${envName})` : ''}: ${issue.message}`)
   }
   const where = file === undefined ? 'config' : `config ${file}`

@@ -17,7 +17,7 @@ export interface LogOptions {
 }
 
 /** Field names whose values are never written, at any depth we log. */
-const SECRET_FIELDS = ['password', 'pass', 'token', 'secret', 'authorization', 'credentials', 'seed', 'nkey']
+const SECRET_FIELDS = ['password', 'pass', 'token', 'secret', 'authorization', 'credentials', 'seed', 'nkey', 'leafnodePassword', 'leafnode_password']
 const REDACT_PATHS = SECRET_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`])
 
 export function createLogger(options: LogOptions): Logger {

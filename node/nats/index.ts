@@ -5,14 +5,17 @@
  */
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
+import type { HostPort } from '../config/index.ts'
 import { FabricError, messageOf } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
 import { redactUrl, type Logger } from '../log/index.ts'
+import { Bus } from './bus.ts'
 import { Logs } from './logs.ts'
 import { NatsSupervisor } from './supervisor.ts'
 
 export { renderServerConfig, type EmbeddedServerOptions } from './server-config.ts'
 export { findExecutable } from './which.ts'
+export { Bus, NoResponders } from './bus.ts'
 export { DEDUP_WINDOW_MS, Logs, MAX_RECORD_BYTES, WrongLastSequence, type AppendOptions, type LogInfo, type LogMessage } from './logs.ts'
 export type { NatsConnection } from '@nats-io/transport-node'
 
@@ -32,6 +35,19 @@ export type NatsOptions =
       clientName: string
       startTimeoutMs?: number
       stopTimeoutMs?: number
+      /** A hub: accept leafnode connections from edge sites here. */
+      leafnodeListen?: HostPort | undefined
+      /** The host:port edges dial, when it is not the listen address. */
+      leafnodeAdvertise?: HostPort | undefined
+      /** Credentials edges must present (written to the server's config, mode 0600). */
+      leafnodeAuth?: { user: string; password: string } | undefined
+      /** An edge: the hub's servers (nats-leaf://[user:pass@]host:port). */
+      hubUrls?: readonly string[] | undefined
+      /** Cluster with the other servers of this site. */
+      cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
+      monitorListen?: HostPort | undefined
+      /** JetStream replicas of fabric's streams at this site (default 1). */
+      replicas?: number | undefined
     }
   | {
       mode: 'external'
@@ -41,7 +57,12 @@ export type NatsOptions =
       /** JetStream domain to address; undefined uses the server's own. */
       domain?: string | undefined
       connectTimeoutMs?: number
+      /** JetStream replicas of fabric's streams at this site (default 1). */
+      replicas?: number | undefined
     }
+
+/** How this site's NATS is linked to others, from the config: hub for edges, edge of a hub, both. */
+export type NatsRole = 'standalone' | 'hub' | 'edge' | 'hub+edge'
 
 export interface NatsStatus {
   connected: boolean
@@ -74,6 +95,13 @@ export class NatsService implements Service {
         domain: o.domain,
         host: o.host,
         port: o.port,
+        leafnodeListen: o.leafnodeListen,
+        leafnodeAdvertise: o.leafnodeAdvertise,
+        leafnodeAuth: o.leafnodeAuth,
+        hubUrls: o.hubUrls,
+        cluster: o.cluster,
+        monitorListen: o.monitorListen,
+        clusterPeers: o.replicas,
         log: o.log,
         startTimeoutMs: o.startTimeoutMs,
         stopTimeoutMs: o.stopTimeoutMs,
@@ -101,13 +129,55 @@ export class NatsService implements Service {
 
   /** fabric's logs on this connection (JetStream streams in the site's domain). */
   logs(): Logs {
-    this.logsInstance ??= new Logs(this.connection, this.o.log, this.jsDomain)
+    this.logsInstance ??= new Logs(this.connection, this.o.log, this.jsDomain, this.replicas)
     return this.logsInstance
+  }
+
+  private readonly remoteLogs = new Map<string, Logs>()
+
+  /** The logs of another site (its JetStream domain), reached across the leafnode. */
+  logsAt(site: string): Logs {
+    if (site === this.jsDomain || (this.jsDomain === undefined && site === (this.o as { domain?: string }).domain)) return this.logs()
+    let logs = this.remoteLogs.get(site)
+    if (!logs) this.remoteLogs.set(site, (logs = new Logs(this.connection, this.o.log, site)))
+    return logs
+  }
+
+  private busInstance: Bus | undefined
+
+  /** Requests and broadcasts between nodes, across sites. */
+  bus(): Bus {
+    this.busInstance ??= new Bus(this.connection, this.o.log)
+    return this.busInstance
   }
 
   /** Client URL of the server in use, without credentials. */
   get url(): string {
     return redactUrl(this.supervisor?.url ?? (this.o.mode === 'external' ? this.o.url : ''))
+  }
+
+  /** The address edges dial to join this hub (nats-leaf://host:port); undefined unless a hub. */
+  get leafnodeUrl(): string | undefined {
+    return this.supervisor?.leafnodeUrl
+  }
+
+  /** The embedded server's HTTP monitoring (http://host:port) while it runs, if configured. */
+  get monitorUrl(): string | undefined {
+    return this.supervisor?.monitorUrl
+  }
+
+  /** JetStream replicas of the streams fabric creates at this site. */
+  get replicas(): number {
+    return this.o.replicas ?? 1
+  }
+
+  /** From the config: an external NATS is 'standalone' as far as fabric knows. */
+  get role(): NatsRole {
+    const o = this.o
+    if (o.mode !== 'embedded') return 'standalone'
+    const hub = o.leafnodeListen !== undefined
+    const edge = (o.hubUrls?.length ?? 0) > 0
+    return hub && edge ? 'hub+edge' : hub ? 'hub' : edge ? 'edge' : 'standalone'
   }
 
   /** Times the embedded nats-server was restarted after exiting unexpectedly. */
@@ -185,6 +255,7 @@ export class NatsService implements Service {
   }
 
   private async doStop(): Promise<void> {
+    this.busInstance?.close()
     const nc = this.nc
     if (nc && !nc.isClosed()) {
       // Drain lets in-flight publishes and subscriptions finish; bounded so a dead server cannot

@@ -36,6 +36,8 @@ export interface LogInfo {
   firstSeq: number
   messages: number
   bytes: number
+  /** JetStream time of the last record (ms since the epoch), 0 when empty. */
+  lastTimeMs: number
 }
 
 export interface AppendOptions {
@@ -54,7 +56,10 @@ export class Logs {
   constructor(
     private readonly nc: NatsConnection,
     private readonly log: Logger,
-    private readonly domain?: string,
+    /** The JetStream domain (site) these logs live in; undefined: the server's own. */
+    readonly domain?: string,
+    /** Replicas of the streams this creates (R3 on a clustered site). */
+    private readonly replicas = 1,
   ) {
     this.js = jetstream(nc, { timeout: 10_000, ...(domain ? { domain } : {}) })
   }
@@ -69,36 +74,71 @@ export class Logs {
 
   /**
    * Creates the log if it does not exist (idempotent). A keyed log keeps only the last message
-   * of each subject and answers direct gets (used for content-addressed chunks).
+   * of each subject and answers direct gets (used for content-addressed chunks). A log that
+   * exists as a mirror is refused: its home is another site.
    */
   async ensure(stream: string, subject: string, options: { keyed?: boolean } = {}): Promise<void> {
+    await this.ensureStream(stream, { subjects: [subject] }, options)
+  }
+
+  /**
+   * Creates a mirror of the log `stream` of site originDomain under the same name here
+   * (idempotent). JetStream keeps it up to date across the leafnode, also after the link was
+   * down; sequence numbers, timestamps and headers are the origin's.
+   */
+  async ensureMirror(stream: string, originDomain: string, options: { keyed?: boolean } = {}): Promise<void> {
+    await this.ensureStream(stream, { mirror: { name: stream, external: { api: `$JS.${originDomain}.API`, deliver: '' } } }, options)
+  }
+
+  private async ensureStream(stream: string, shape: { subjects?: string[]; mirror?: { name: string; external: { api: string; deliver: string } } }, options: { keyed?: boolean }): Promise<void> {
     const jsm = await this.jsm().catch((cause: unknown) => {
-      throw FabricError.unavailable(`JetStream is unavailable: ${messageOf(cause)}`, { cause })
+      throw FabricError.unavailable(`JetStream${this.where()} is unavailable: ${messageOf(cause)}`, { cause })
     })
+    const config = {
+      name: stream,
+      ...shape,
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_msg_size: MAX_RECORD_BYTES,
+      duplicate_window: nanos(DEDUP_WINDOW_MS),
+      num_replicas: this.replicas,
+      ...(options.keyed ? { max_msgs_per_subject: 1, allow_direct: true } : {}),
+    }
+    let existing: Awaited<ReturnType<JetStreamManager['streams']['info']>> | undefined
     try {
-      await jsm.streams.info(stream)
-      return
+      existing = await jsm.streams.info(stream)
     } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw wrap(err, `log ${stream}`)
+      if (!(err instanceof JetStreamApiError) || err.status !== 404) throw wrap(err, `log ${stream}${this.where()}`)
+    }
+    if (existing) {
+      const origin = existing.config.mirror?.external?.api
+      if (shape.mirror && origin !== shape.mirror.external.api) {
+        throw FabricError.failedPrecondition(
+          `log ${stream}${this.where()} exists ${origin ? `as a mirror of ${origin}` : 'as a home log'}, not as a mirror of ${shape.mirror.external.api}`,
+          { details: { stream } },
+        )
+      }
+      if (!shape.mirror && existing.config.mirror) {
+        throw FabricError.failedPrecondition(`log ${stream}${this.where()} is a mirror of ${origin ?? existing.config.mirror.name}; it cannot take writes here`, { details: { stream } })
+      }
+      if (existing.config.num_replicas !== this.replicas) {
+        await jsm.streams.update(stream, { ...existing.config, num_replicas: this.replicas }).catch((err: unknown) => this.log.warn({ stream, err: messageOf(err) }, 'could not change the replicas of a log'))
+      }
+      return
     }
     try {
-      await jsm.streams.add({
-        name: stream,
-        subjects: [subject],
-        storage: StorageType.File,
-        retention: RetentionPolicy.Limits,
-        discard: DiscardPolicy.Old,
-        max_msg_size: MAX_RECORD_BYTES,
-        duplicate_window: nanos(DEDUP_WINDOW_MS),
-        num_replicas: 1,
-        ...(options.keyed ? { max_msgs_per_subject: 1, allow_direct: true } : {}),
-      })
-      this.log.info({ stream }, 'log created')
+      await jsm.streams.add(config)
+      this.log.info({ stream, ...(shape.mirror ? { mirrorOf: shape.mirror.external.api } : {}), domain: this.domain }, shape.mirror ? 'mirror created' : 'log created')
     } catch (err) {
       // Another node may have created it in between: that is fine.
       if (err instanceof JetStreamApiError && /already in use|already exists/i.test(err.message)) return
-      throw wrap(err, `log ${stream}`)
+      throw wrap(err, `log ${stream}${this.where()}`)
     }
+  }
+
+  private where(): string {
+    return this.domain ? ` at site ${this.domain}` : ''
   }
 
   async remove(stream: string): Promise<void> {
@@ -114,7 +154,8 @@ export class Logs {
     const si = await jsm.streams.info(stream).catch((err: unknown) => {
       throw wrap(err, `log ${stream}`)
     })
-    return { lastSeq: si.state.last_seq, firstSeq: si.state.first_seq, messages: si.state.messages, bytes: si.state.bytes }
+    const lastTimeMs = si.state.last_seq > 0 && si.state.last_ts ? Date.parse(si.state.last_ts) : 0
+    return { lastSeq: si.state.last_seq, firstSeq: si.state.first_seq, messages: si.state.messages, bytes: si.state.bytes, lastTimeMs: Number.isFinite(lastTimeMs) ? lastTimeMs : 0 }
   }
 
   /** The payload of the last message on subject in a keyed log, or undefined if it has none. */

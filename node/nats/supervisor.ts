@@ -11,10 +11,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { nkeys } from '@nats-io/transport-node'
+import { formatHostPort, isLoopback, type HostPort } from '../config/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { renderServerConfig } from './server-config.ts'
@@ -28,6 +30,25 @@ export interface SupervisorOptions {
   domain: string
   host: string
   port: number
+  /** A hub: accept leafnode connections here (port 0: any free one, kept across restarts). */
+  leafnodeListen?: HostPort | undefined
+  /** The address edges dial, if it is not the listen address (proxy, NAT, DNS name). */
+  leafnodeAdvertise?: HostPort | undefined
+  /** Credentials leafnodes must present. The password is written to the server's config (0600). */
+  leafnodeAuth?: { user: string; password: string } | undefined
+  /** An edge: the hub servers to connect to as a leafnode (credentials in the URLs). */
+  hubUrls?: readonly string[] | undefined
+  /** Cluster with the other servers of the site (port 0: any free one, kept across restarts). */
+  cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
+  /** HTTP monitoring (port 0: any free one, kept across restarts). */
+  monitorListen?: HostPort | undefined
+  /**
+   * A clustered server's first start waits until the site's JetStream has a leader and this many
+   * servers (the replicas of fabric's streams), so that the node's first streams can be placed.
+   */
+  clusterPeers?: number | undefined
+  /** How long that wait may take before the start fails (default 60 s). */
+  clusterWaitMs?: number | undefined
   log: Logger
   /** How long to wait for the server to listen after a spawn. */
   startTimeoutMs?: number
@@ -52,6 +73,13 @@ exec "$@" <&- 3<&-
 `
 
 const MAX_STDERR_LINES = 30
+/** The same server error or warning is forwarded at most once in this window (then as debug). */
+const REPEAT_WINDOW_MS = 60_000
+/** Distinct messages remembered for that, at most (a bound on memory, not a feature). */
+const MAX_FORWARD_KEYS = 1_000
+const CLUSTER_WAIT_MS = 60_000
+/** How often a node waiting for its site's cluster says so. */
+const CLUSTER_WAIT_LOG_MS = 10_000
 const BACKOFF_MIN_MS = 200
 const BACKOFF_MAX_MS = 5_000
 /** A server that stayed up this long is considered healthy again: the backoff starts over. */
@@ -80,12 +108,24 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
   /** Restarts are for a server that ran; one that fails its first start fails the node's start. */
   private everReady = false
   private currentUrl: string | undefined
+  /** Listener ports the server picked (from port 0), kept for restarts. */
+  private leafnodePort: number | undefined
+  private clusterPort: number | undefined
+  private monitorPort: number | undefined
+  /** The leafnode port the running server reported on stderr (2.9's ports file omits it). */
+  private leafnodePortSeen: number | undefined
+  private currentMonitorUrl: string | undefined
+  /** When each (normalised) server error or warning was last forwarded. */
+  private readonly lastForwarded = new Map<string, number>()
   private readonly configPath: string
   private readonly pidFile: string
 
   constructor(private readonly o: SupervisorOptions) {
     super()
     this.port = o.port
+    this.leafnodePort = o.leafnodeListen?.port
+    this.clusterPort = o.cluster?.listen.port
+    this.monitorPort = this.monitorListen?.port
     this.configPath = path.join(o.dir, 'nats-server.conf')
     this.pidFile = path.join(o.dir, 'nats-server.pid')
   }
@@ -105,6 +145,32 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
     return this.currentUrl
   }
 
+  /**
+   * The address edges dial to join this hub (nats-leaf://host:port): the advertised address if
+   * set, else the listen address (the host name for a wildcard listen). Undefined unless a hub.
+   */
+  get leafnodeUrl(): string | undefined {
+    const listen = this.o.leafnodeListen
+    if (!listen) return undefined
+    if (this.o.leafnodeAdvertise) return `nats-leaf://${formatHostPort(this.o.leafnodeAdvertise)}`
+    if (!this.leafnodePort) return undefined
+    const host = listen.host === '0.0.0.0' || listen.host === '::' ? hostname() : listen.host
+    return `nats-leaf://${formatHostPort({ host, port: this.leafnodePort })}`
+  }
+
+  /** The HTTP monitoring endpoint while the server is up (http://host:port), if configured. */
+  get monitorUrl(): string | undefined {
+    return this.o.monitorListen ? this.currentMonitorUrl : undefined
+  }
+
+  /**
+   * Monitoring as configured; a clustered server without it still gets one on a loopback port of
+   * its choosing, because the start watches the JetStream cluster form through /jsz.
+   */
+  private get monitorListen(): HostPort | undefined {
+    return this.o.monitorListen ?? (this.o.cluster ? { host: '127.0.0.1', port: 0 } : undefined)
+  }
+
   /** Pid of the running server, if any. */
   get pid(): number | undefined {
     return this.child?.exitCode === null ? this.child.pid : undefined
@@ -120,9 +186,66 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
         { details: { binary: this.o.binary } },
       )
     }
+    const leaf = this.o.leafnodeListen
+    if (leaf && !this.o.leafnodeAuth && !isLoopback(leaf.host)) {
+      // Every leafnode joins the node's own account: without credentials, anyone who reaches the
+      // port reads and writes all of this site's data.
+      this.o.log.warn(
+        { leafnodeListen: formatHostPort(leaf) },
+        'the leafnode listener takes leafnodes without credentials: set nats.leafnode_user and nats.leafnode_password unless only trusted networks reach it',
+      )
+    }
     await mkdir(this.o.dir, { recursive: true })
     await this.killStale()
-    return this.spawnOnce(binary)
+    const url = await this.spawnOnce(binary)
+    if (this.o.cluster) {
+      await this.waitForJetStreamCluster().catch(async (err: unknown) => {
+        await this.stop()
+        throw err
+      })
+    }
+    return url
+  }
+
+  /**
+   * Waits until the site's JetStream meta group has a leader and clusterPeers servers. Before
+   * that, JetStream requests time out (no leader) or streams cannot be placed (too few servers).
+   */
+  private async waitForJetStreamCluster(): Promise<void> {
+    const want = Math.max(1, this.o.clusterPeers ?? 1)
+    const waitMs = this.o.clusterWaitMs ?? CLUSTER_WAIT_MS
+    const started = Date.now()
+    let lastLog = 0
+    let seen = { leader: '', servers: 1 }
+    for (;;) {
+      const endpoint = this.currentMonitorUrl
+      if (endpoint) {
+        const jsz = (await fetch(`${endpoint}/jsz`, { signal: AbortSignal.timeout(2_000) })
+          .then((r) => r.json())
+          .catch(() => undefined)) as { meta_cluster?: { leader?: string; cluster_size?: number; replicas?: unknown[] } } | undefined
+        const meta = jsz?.meta_cluster
+        // Only the leader lists its followers (replicas); every server knows the group's size.
+        seen = { leader: meta?.leader ?? '', servers: Math.max(meta?.cluster_size ?? 1, 1 + (meta?.replicas?.length ?? 0)) }
+        if (seen.leader && seen.servers >= want) {
+          this.o.log.info({ cluster: this.o.cluster!.name, leader: seen.leader, servers: seen.servers }, 'JetStream cluster ready')
+          return
+        }
+      }
+      if (this.stopping) throw FabricError.unavailable('nats-server stopped while waiting for the JetStream cluster')
+      const now = Date.now()
+      if (now - started > waitMs) {
+        throw FabricError.unavailable(
+          `the site's JetStream cluster ${JSON.stringify(this.o.cluster!.name)} has ${seen.leader ? `a leader and ${seen.servers}` : `no leader and ${seen.servers}`} of the ${want} servers it needs ` +
+            `after ${Math.round(waitMs / 1000)} s: start the site's other nodes, and check nats.routes and nats.cluster_listen`,
+          { details: { cluster: this.o.cluster!.name } },
+        )
+      }
+      if (now - lastLog >= CLUSTER_WAIT_LOG_MS) {
+        lastLog = now
+        this.o.log.info({ cluster: this.o.cluster!.name, leader: seen.leader || null, servers: seen.servers, want }, 'waiting for the site\'s JetStream cluster')
+      }
+      await delay(200)
+    }
   }
 
   private async spawnOnce(binary: string): Promise<string> {
@@ -137,11 +260,21 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
         portsFileDir: this.o.dir,
         pidFile: this.pidFile,
         userNkey: this.identity.getPublicKey(),
+        leafnodeListen: this.o.leafnodeListen && { host: this.o.leafnodeListen.host, port: this.leafnodePort ?? 0 },
+        leafnodeAdvertise: this.o.leafnodeAdvertise,
+        leafnodeAuth: this.o.leafnodeAuth,
+        hubUrls: this.o.hubUrls,
+        cluster: this.o.cluster && { ...this.o.cluster, listen: { host: this.o.cluster.listen.host, port: this.clusterPort ?? 0 } },
+        monitorListen: this.monitorListen && { host: this.monitorListen.host, port: this.monitorPort ?? 0 },
       }),
       { mode: 0o600 },
     )
+    // The mode above applies only when the file is created; a file from an older version may not
+    // have it, and a hub's leafnode password is in it.
+    await chmod(this.configPath, 0o600)
     await this.removePortsFiles()
     this.stderrTail = []
+    this.leafnodePortSeen = undefined
     const child = spawn('/bin/sh', ['-c', WATCHDOG, 'fabric-nats-watchdog', this.configPath, binary, '-c', this.configPath], {
       stdio: ['pipe', 'ignore', 'pipe'],
       detached: true,
@@ -163,6 +296,7 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
       if (this.child !== child) return
       this.child = undefined
       this.currentUrl = undefined
+      this.currentMonitorUrl = undefined
       if (this.stopping || !this.everReady) return
       this.o.log.error({ code, signal, stderr: this.stderrTail.slice(-5) }, 'nats-server exited unexpectedly; restarting it')
       this.emit('crash', { code, signal })
@@ -170,7 +304,7 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
       this.scheduleRestart(binary)
     })
 
-    const url = await Promise.race([
+    const ports = await Promise.race([
       this.waitForPortsFile(child.pid!),
       exited.then(() => {
         throw FabricError.unavailable(`nats-server exited during start-up: ${this.stderrTail.slice(-3).join(' | ') || 'no output'}`, {
@@ -178,10 +312,25 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
         })
       }),
     ])
+    const url = ports.url
     this.currentUrl = url
+    this.currentMonitorUrl = ports.monitor
     this.everReady = true
-    this.port = Number(new URL(url).port) // pin a port picked by the server, so restarts keep it
-    this.o.log.info({ url, serverPid: child.pid }, 'nats-server ready')
+    // Pin the ports picked by the server, so restarts keep them (edges and routes dial them).
+    this.port = Number(new URL(url).port)
+    if (ports.leafnodePort !== undefined) this.leafnodePort = ports.leafnodePort
+    if (ports.cluster) this.clusterPort = Number(new URL(ports.cluster).port)
+    if (ports.monitor) this.monitorPort = Number(new URL(ports.monitor).port)
+    this.o.log.info(
+      {
+        url,
+        serverPid: child.pid,
+        ...(this.leafnodeUrl ? { leafnode: this.leafnodeUrl } : {}),
+        ...(ports.cluster ? { cluster: ports.cluster } : {}),
+        ...(this.monitorUrl ? { monitor: this.monitorUrl } : {}),
+      },
+      'nats-server ready',
+    )
     this.emit('ready', url)
     return url
   }
@@ -230,30 +379,49 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
     // nats-server lines look like "[pid] date time [LVL] message".
     const m = /\[(INF|WRN|ERR|FTL|DBG|TRC)\] (.*)$/.exec(line)
     const msg = m?.[2] ?? line
-    switch (m?.[1]) {
-      case 'ERR':
-      case 'FTL':
-        this.o.log.error({ source: 'nats-server' }, msg)
-        break
-      case 'WRN':
-        this.o.log.warn({ source: 'nats-server' }, msg)
-        break
-      default:
-        this.o.log.debug({ source: 'nats-server' }, msg)
+    const level = m?.[1]
+    const leafListen = /^Listening for leafnode connections on (.+):(\d+)$/.exec(msg)
+    if (leafListen) this.leafnodePortSeen = Number(leafListen[2])
+    if (level !== 'ERR' && level !== 'FTL' && level !== 'WRN') {
+      this.o.log.debug({ source: 'nats-server' }, msg)
+      return
     }
+    // A refused leafnode retries every second, and each try logs the same error: forward it once
+    // a minute, with what it means for fabric.
+    const key = msg.replace(/\b(lid|cid|rid|gid):\d+/g, '').replace(/(\d+\.\d+\.\d+\.\d+|\[[0-9A-Fa-f:.]+\]):\d+ - /, '$1 - ').replace(/\(attempt \d+\)/, '')
+    const now = Date.now()
+    if (level !== 'FTL' && now - (this.lastForwarded.get(key) ?? -Infinity) < REPEAT_WINDOW_MS) {
+      this.o.log.debug({ source: 'nats-server' }, msg)
+      return
+    }
+    if (this.lastForwarded.size >= MAX_FORWARD_KEYS) this.lastForwarded.clear()
+    this.lastForwarded.set(key, now)
+    const hint = leafnodeHint(msg)
+    const fields = { source: 'nats-server', ...(hint ? { reason: msg } : {}) }
+    if (level === 'WRN') this.o.log.warn(fields, hint ?? msg)
+    else this.o.log.error(fields, hint ?? msg)
   }
 
-  /** Resolves with the client URL the server writes to its ports file once it listens. */
-  private async waitForPortsFile(pid: number): Promise<string> {
+  /**
+   * Resolves with the addresses the server listens on, from the ports file it writes once it
+   * listens. nats-server 2.9 leaves leafnode ports out of that file: then the port comes from its
+   * "Listening for leafnode connections" line (printed before the client listener starts).
+   */
+  private async waitForPortsFile(pid: number): Promise<ListenPorts> {
     const deadline = Date.now() + (this.o.startTimeoutMs ?? 20_000)
     while (Date.now() < deadline) {
       const names = await readdir(this.o.dir).catch(() => [] as string[])
       const name = names.find((n) => n.endsWith(`_${pid}.ports`))
       if (name) {
         try {
-          const ports = JSON.parse(await readFile(path.join(this.o.dir, name), 'utf8')) as { nats?: string[] }
+          const ports = JSON.parse(await readFile(path.join(this.o.dir, name), 'utf8')) as PortsFile
           const url = ports.nats?.[0]
-          if (url) return url
+          const leafnodePort = this.o.leafnodeListen ? (portOf(ports.leafnode?.[0]) ?? this.leafnodePortSeen) : undefined
+          const cluster = this.o.cluster ? pick(ports.cluster, this.o.cluster.listen.host) : undefined
+          const monitorListen = this.monitorListen
+          const monitor = monitorListen ? pick(ports.monitoring, monitorListen.host) : undefined
+          const complete = (!this.o.leafnodeListen || leafnodePort !== undefined) && (!this.o.cluster || cluster) && (!monitorListen || monitor)
+          if (url && complete) return { url, leafnodePort, cluster, monitor }
         } catch {
           // written but not complete yet: read it again
         }
@@ -297,6 +465,52 @@ export class NatsSupervisor extends EventEmitter<SupervisorEvents> {
       // already gone
     }
   }
+}
+
+/** The ports file nats-server writes to ports_file_dir (2.9 has no leafnode entry; later ones do). */
+interface PortsFile {
+  nats?: string[]
+  monitoring?: string[]
+  cluster?: string[]
+  leafnode?: string[]
+}
+
+interface ListenPorts {
+  url: string
+  leafnodePort: number | undefined
+  cluster: string | undefined
+  monitor: string | undefined
+}
+
+function portOf(url: string | undefined): number | undefined {
+  if (!url) return undefined
+  try {
+    return Number(new URL(url).port) || undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** A wildcard listener is listed once per interface: prefer loopback, which this machine can reach. */
+function pick(urls: string[] | undefined, host: string): string | undefined {
+  if (!urls?.length) return undefined
+  if (host !== '0.0.0.0' && host !== '::') return urls[0]
+  return urls.find((u) => /\/\/(127\.0\.0\.1|\[::1\]):/.test(u)) ?? urls[0]
+}
+
+/** What a leafnode error from nats-server means for a fabric operator; undefined for others. */
+function leafnodeHint(msg: string): string | undefined {
+  // Edge side: the hub refused the credentials in the hub URL.
+  if (/Leafnode Error 'Authorization Violation'/.test(msg)) {
+    const hub = /^(\S+) - /.exec(msg)?.[1] ?? 'the hub'
+    return `the hub at ${hub} refused this site's leafnode credentials: check the user and password in nats.hub_urls against the hub's nats.leafnode_user and nats.leafnode_password`
+  }
+  // Hub side: a leafnode connection (lid) presented wrong credentials.
+  if (/ - lid:\d+ - authentication error/.test(msg)) {
+    const from = /^(\S+?)(:\d+)? - /.exec(msg)?.[1] ?? 'a remote'
+    return `a leafnode from ${from} was refused: it did not present this hub's nats.leafnode_user and nats.leafnode_password`
+  }
+  return undefined
 }
 
 function isAlive(pid: number): boolean {

@@ -128,6 +128,10 @@ export interface NodeProcess {
   api: string
   http: string
   nats: string
+  /** The address edges dial (nats-leaf://host:port) when the node is a hub, else ''. */
+  leafnode: string
+  /** The embedded nats-server's HTTP monitoring (http://host:port) when configured, else ''. */
+  monitor: string
   nodeId: string
   /** Resolves with the first log line (past or future) matching pred. */
   waitForLog(pred: (l: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>
@@ -216,6 +220,8 @@ export async function startNode(t: Teardown, options: StartNodeOptions = {}): Pr
     api: '',
     http: '',
     nats: '',
+    leafnode: '',
+    monitor: '',
     nodeId: '',
     exited,
     waitForLog(pred, what, timeoutMs = options.timeoutMs ?? 30_000) {
@@ -257,6 +263,8 @@ export async function startNode(t: Teardown, options: StartNodeOptions = {}): Pr
   node.api = String(ready.api)
   node.http = String(ready.http)
   node.nats = String(ready.nats)
+  node.leafnode = String(ready.leafnode ?? '')
+  node.monitor = String(ready.monitor ?? '')
   node.nodeId = String(ready.nodeId)
   return node
 }
