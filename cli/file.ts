@@ -9,7 +9,7 @@ import { FabricError } from '../node/errors/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { progress } from './progress.ts'
-import { columns, iso, parseCount, writeLine } from './util.ts'
+import { atOption, columns, iso, parseCount, writeLine } from './util.ts'
 
 type Common = { server: string; output: OutputFormat }
 const CHUNK = 256 * 1024
@@ -64,8 +64,9 @@ export function fileCommand(): Command {
     .command('get <path> <local>')
     .description('download PATH to LOCAL ("-": stdout); the content is checked against its SHA-256')
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
-    .action(async (path: string, local: string, o: { server: string; seq?: number }) => {
+    .action(async (path: string, local: string, o: { server: string; seq?: number; at?: string }) => {
       const toStdout = local === '-'
       const tmp = `${local}.fabric-partial`
       const out = toStdout ? process.stdout : createWriteStream(tmp)
@@ -75,7 +76,7 @@ export function fileCommand(): Command {
       let got = 0
       try {
         await withClient(FileService, o.server, async (c) => {
-          for await (const m of c.get({ path, atSeq: BigInt(o.seq ?? 0) })) {
+          for await (const m of c.get({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' })) {
             if (m.msg.case === 'info') {
               info = infoJson(m.msg.value)
               if (!toStdout && info.size >= 16 * CHUNK) bar = progress(`get ${path}`, Number(info.size), 'bytes')
@@ -110,10 +111,11 @@ export function fileCommand(): Command {
     .command('ls <path>')
     .description('list the files of a dataset, or under a directory in it')
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
     .addOption(outputOption())
-    .action(async (path: string, o: Common & { seq?: number }) => {
-      const r = await withClient(FileService, o.server, (c) => c.list({ path, atSeq: BigInt(o.seq ?? 0) }))
+    .action(async (path: string, o: Common & { seq?: number; at?: string }) => {
+      const r = await withClient(FileService, o.server, (c) => c.list({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' }))
       const files = r.files.map(infoJson)
       writeLine(o.output === 'json' ? toJson(files) : columns(['PATH', 'SIZE', 'VERSION', 'SHA256'], files.map((f) => [f.path, formatBytes(f.size), String(f.version), f.sha256.slice(0, 16)])))
     })
@@ -121,10 +123,11 @@ export function fileCommand(): Command {
     .command('stat <path>')
     .description('show a file: size, sha256, version')
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
     .addOption(outputOption())
-    .action(async (path: string, o: Common & { seq?: number }) => {
-      const r = await withClient(FileService, o.server, (c) => c.stat({ path, atSeq: BigInt(o.seq ?? 0) }))
+    .action(async (path: string, o: Common & { seq?: number; at?: string }) => {
+      const r = await withClient(FileService, o.server, (c) => c.stat({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' }))
       const f = infoJson(r.file)
       writeLine(
         o.output === 'json'

@@ -5,6 +5,8 @@ import { FabricError } from '../node/errors/index.ts'
 import { fabricVersion } from '../node/identity/index.ts'
 import { EXIT_CODE_OF, EXIT_USAGE } from './exit-codes.ts'
 import { nodeCommand } from './node.ts'
+import { siteCommand } from './site.ts'
+import { snapCommand } from './snap.ts'
 import { statusCommand } from './status.ts'
 import { fileCommand } from './file.ts'
 import { streamCommand } from './stream.ts'
@@ -20,7 +22,9 @@ export function program(): Command {
     .exitOverride()
   p.addCommand(nodeCommand())
   p.addCommand(statusCommand())
+  p.addCommand(siteCommand())
   p.addCommand(volumeCommand())
+  p.addCommand(snapCommand())
   p.addCommand(datasetCommand())
   p.addCommand(tableCommand())
   p.addCommand(fileCommand())

@@ -2,6 +2,7 @@
 import { Command } from 'commander'
 import { FabricError } from '../node/errors/index.ts'
 import { EXIT_CODE_OF, EXIT_FORCED } from './exit-codes.ts'
+import { nodesListCommand } from './site.ts'
 
 export function nodeCommand(): Command {
   const node = new Command('node').description('run and manage the fabric node daemon')
@@ -12,6 +13,7 @@ export function nodeCommand(): Command {
     .action(async (opts: { config?: string }) => {
       process.exitCode = await runNode(opts.config)
     })
+  node.addCommand(nodesListCommand())
   return node
 }
 

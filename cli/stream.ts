@@ -60,16 +60,17 @@ export function streamCommand(): Command {
     .addOption(new Option('--since <time>', 'start at the first event at or after this time (ISO 8601)').argParser(parseTime))
     .addOption(new Option('--count <n>', 'stop after n events').argParser(parseCount))
     .option('-f, --follow', 'keep waiting for new events (until Ctrl-C)')
+    .addOption(new Option('--at <snapshot>', "only events up to this snapshot of the stream's volume").conflicts('follow'))
     .addOption(serverOption())
     .addOption(outputOption())
-    .action(async (path: string, o: Common & { from?: number; since?: number; count?: number; follow?: boolean }) => {
+    .action(async (path: string, o: Common & { from?: number; since?: number; count?: number; follow?: boolean; at?: string }) => {
       const controller = new AbortController()
       const stop = () => controller.abort()
       process.once('SIGINT', stop)
       try {
         await withClient(StreamService, o.server, async (c) => {
           for await (const ev of c.subscribe(
-            { path, fromSeq: BigInt(o.from ?? 0), ...(o.since !== undefined ? { since: timestampFromMs(o.since) } : {}), count: BigInt(o.count ?? 0), follow: o.follow ?? false },
+            { path, fromSeq: BigInt(o.from ?? 0), ...(o.since !== undefined ? { since: timestampFromMs(o.since) } : {}), count: BigInt(o.count ?? 0), follow: o.follow ?? false, atSnapshot: o.at ?? '' },
             { signal: controller.signal },
           )) {
             writeLine(o.output === 'json' ? JSON.stringify({ seq: Number(ev.seq), time: iso(ev.time), event: JSON.parse(ev.json) as unknown }) : `${ev.seq}\t${iso(ev.time)}\t${ev.json}`)

@@ -9,7 +9,7 @@ import { FabricError } from '../node/errors/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { progress } from './progress.ts'
-import { checkJsonArg, columns, iso, parseCount, prettyJson, writeLine } from './util.ts'
+import { atOption, checkJsonArg, columns, iso, parseCount, prettyJson, writeLine } from './util.ts'
 
 type Common = { server: string; output: OutputFormat }
 
@@ -35,10 +35,11 @@ export function tableCommand(): Command {
     .command('get <path> <key>')
     .description('read a document')
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
     .addOption(outputOption())
-    .action(async (path: string, key: string, o: Common & { seq?: number }) => {
-      const r = await withClient(TableService, o.server, (c) => c.get({ path, key, atSeq: BigInt(o.seq ?? 0) }))
+    .action(async (path: string, key: string, o: Common & { seq?: number; at?: string }) => {
+      const r = await withClient(TableService, o.server, (c) => c.get({ path, key, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' }))
       const row = r.row!
       writeLine(o.output === 'json' ? toJson(rowJson(row)) : `${keyValues([['key', row.key], ['version', String(row.version)], ['updated', iso(row.updatedAt)]])}\n${prettyJson(row.json)}`)
     })
@@ -62,13 +63,14 @@ export function tableCommand(): Command {
     .option('--to <key>', 'last key (exclusive)')
     .addOption(new Option('--limit <n>', 'at most this many').argParser(parseCount))
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
     .addOption(outputOption())
-    .action(async (path: string, o: Common & { prefix?: string; from?: string; to?: string; limit?: number; seq?: number }) => {
+    .action(async (path: string, o: Common & { prefix?: string; from?: string; to?: string; limit?: number; seq?: number; at?: string }) => {
       if (o.prefix && (o.from || o.to)) throw FabricError.invalidArgument('use --prefix or --from/--to, not both')
       await withClient(TableService, o.server, async (c) => {
         const rows: string[][] = []
-        for await (const r of c.scan({ path, prefix: o.prefix ?? '', from: o.from ?? '', to: o.to ?? '', limit: o.limit ?? 0, atSeq: BigInt(o.seq ?? 0) })) {
+        for await (const r of c.scan({ path, prefix: o.prefix ?? '', from: o.from ?? '', to: o.to ?? '', limit: o.limit ?? 0, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' })) {
           if (o.output === 'json') writeLine(JSON.stringify(rowJson(r), (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v)))
           else rows.push([r.key, String(r.version), r.json.length > 80 ? `${r.json.slice(0, 77)}...` : r.json])
         }
@@ -114,12 +116,13 @@ export function tableCommand(): Command {
     .command('export <path> [file]')
     .description('write every document as JSON lines (to FILE, or stdout); import with --key reads them back')
     .addOption(seqOption())
+    .addOption(atOption())
     .addOption(serverOption())
-    .action(async (path: string, file: string | undefined, o: { server: string; seq?: number }) => {
+    .action(async (path: string, file: string | undefined, o: { server: string; seq?: number; at?: string }) => {
       const out = file && file !== '-' ? createWriteStream(file) : process.stdout
       let n = 0
       await withClient(TableService, o.server, async (c) => {
-        for await (const r of c.scan({ path, atSeq: BigInt(o.seq ?? 0) })) {
+        for await (const r of c.scan({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' })) {
           if (!out.write(`${r.json}\n`)) await once(out, 'drain')
           n++
         }

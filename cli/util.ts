@@ -1,5 +1,5 @@
 /** Small helpers shared by the data commands. */
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError, Option } from 'commander'
 import { FabricError } from '../node/errors/index.ts'
 
 /** Commander parser for non-negative integers (positions, counts). */
@@ -45,3 +45,6 @@ export function columns(header: string[], rows: string[][]): string {
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')
   return [line(header), ...rows.map(line)].join('\n')
 }
+
+/** `--at NAME`: read as of a snapshot of the path's volume. */
+export const atOption = () => new Option('--at <snapshot>', "read as of this snapshot of the path's volume").conflicts('seq')

@@ -6,6 +6,7 @@ import { FabricError } from '../node/errors/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { columns, iso, writeLine } from './util.ts'
+import { lagText, replicationJson } from './site.ts'
 
 type Common = { server: string; output: OutputFormat }
 
@@ -58,11 +59,13 @@ export function volumeCommand(): Command {
       const s = r.stats
       const j = {
         ...volumeJson(r.volume),
+        held: r.held,
         appliedSeq: s?.appliedSeq ?? 0n,
         lastSeq: s?.lastSeq ?? 0n,
         logBytes: s?.logBytes ?? 0n,
         datasets: s?.datasets ?? 0,
         bytes: s?.bytes ?? 0n,
+        replication: r.replication.map(replicationJson),
       }
       writeLine(
         o.output === 'json'
@@ -72,13 +75,72 @@ export function volumeCommand(): Command {
               ['id', j.id],
               ['home', j.home],
               ['replicas', j.replicas.join(', ') || '-'],
-              ['log position', `${j.appliedSeq} applied of ${j.lastSeq}`],
+              ['log position', j.held ? `${j.appliedSeq} applied of ${j.lastSeq}` : 'not held at this site'],
+              ...j.replication.map((x) => [`site ${x.site}`, x.home ? `home, log at ${x.homeLastSeq ?? '?'}` : `${x.appliedSeq ?? '?'} applied, ${lagText(x)}${x.lastContact ? `, last contact ${x.lastContact}` : ''}`] as const),
               ['log bytes', formatBytes(j.logBytes)],
               ['datasets', String(j.datasets)],
               ['data bytes', formatBytes(j.bytes)],
               ['created', j.createdAt],
             ]),
       )
+    })
+  cmd
+    .command('verify <path>')
+    .description("compare every site's copy of the volume's log with the home's (rolling hash); exits 8 on divergence")
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.verifyVolume({ path }))
+      const sites = r.sites.map((x) => ({
+        site: x.site,
+        home: x.home,
+        reachable: x.reachable,
+        held: x.held,
+        appliedSeq: x.appliedSeq ?? null,
+        logFirstSeq: x.logFirstSeq ?? null,
+        logLastSeq: x.logLastSeq ?? null,
+        logMessages: x.logMessages ?? null,
+        comparedAt: x.comparedAt ?? null,
+        agrees: x.agrees ?? null,
+        divergedAt: x.divergedAt ?? null,
+        problems: x.problems,
+      }))
+      writeLine(
+        o.output === 'json'
+          ? toJson(sites)
+          : columns(
+              ['SITE', 'LOG', 'APPLIED', 'COMPARED AT', 'RESULT'],
+              sites.map((x) => [
+                x.site + (x.home ? ' (home)' : ''),
+                x.logLastSeq === null ? '-' : `${x.logFirstSeq}..${x.logLastSeq} (${x.logMessages})`,
+                String(x.appliedSeq ?? '-'),
+                String(x.comparedAt ?? '-'),
+                x.problems.length ? x.problems.join('; ') : x.home ? 'reference' : 'same log',
+              ]),
+            ),
+      )
+      const bad = sites.filter((x) => x.agrees === false || x.problems.some((p) => /gaps|after the home/.test(p)))
+      if (bad.length > 0) throw FabricError.failedPrecondition(`volume ${path} has diverged at ${bad.map((x) => `site ${x.site}`).join(', ')}`)
+    })
+  cmd
+    .command('reseed <path>')
+    .description("drop this node's copy of the volume and take it again from its home (for a diverged replica)")
+    .option('-y, --yes', 'do not ask for confirmation (needed when not on a terminal)')
+    .addOption(serverOption())
+    .action(async (path: string, o: { server: string; yes?: boolean }) => {
+      if (!o.yes) await confirm(`Drop this node's copy of ${path} and take it again from its home?`, 'reseed')
+      await withClient(NamespaceService, o.server, (c) => c.reseedVolume({ path }))
+      writeLine(`volume ${path}: dropped here; catching up from its home (see fabric volume stat ${path})`)
+    })
+  cmd
+    .command('set-replicas <path> <sites>')
+    .description('set the sites that hold a copy of the volume besides its home (comma-separated; "" for none); new ones catch up from the start')
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, sites: string, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.setVolumeReplicas({ path, replicas: list(sites) }))
+      const v = volumeJson(r.volume)
+      writeLine(o.output === 'json' ? toJson(v) : `volume ${v.path}: home ${v.home}, replicas ${v.replicas.join(',') || 'none'}`)
     })
   cmd
     .command('rm <path>')
@@ -95,8 +157,8 @@ export function volumeCommand(): Command {
 }
 
 /** Asks on the terminal; refuses when there is none (scripts must say --yes). */
-async function confirm(question: string): Promise<void> {
-  if (!process.stdin.isTTY) throw FabricError.invalidArgument('--force needs --yes when not run on a terminal')
+async function confirm(question: string, what = '--force'): Promise<void> {
+  if (!process.stdin.isTTY) throw FabricError.invalidArgument(`${what} needs --yes when not run on a terminal`)
   const rl = createInterface({ input: process.stdin, output: process.stderr })
   try {
     const answer = await rl.question(`${question} [y/N] `)

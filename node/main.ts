@@ -9,6 +9,8 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt'
 import { FileService } from '../proto/gen/fabric/v1/file_pb.ts'
 import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { NodeService } from '../proto/gen/fabric/v1/node_pb.ts'
+import { SiteService } from '../proto/gen/fabric/v1/site_pb.ts'
+import { SnapshotService } from '../proto/gen/fabric/v1/snapshot_pb.ts'
 import { StreamService } from '../proto/gen/fabric/v1/stream_pb.ts'
 import { TableService } from '../proto/gen/fabric/v1/table_pb.ts'
 import {
@@ -16,6 +18,8 @@ import {
   fileServiceImpl,
   namespaceServiceImpl,
   nodeServiceImpl,
+  siteServiceImpl,
+  snapshotServiceImpl,
   streamServiceImpl,
   tableServiceImpl,
   type NodeStatusSource,
@@ -28,8 +32,9 @@ import { fabricVersion, resolveNodeId } from './identity/index.ts'
 import { HttpServer } from './http/index.ts'
 import type { Service } from './lifecycle/index.ts'
 import type { Logger } from './log/index.ts'
-import { Metrics } from './metrics/index.ts'
+import { Metrics, type Gauge } from './metrics/index.ts'
 import { NatsService } from './nats/index.ts'
+import { Sites, type ReplicaStatus } from './sites/index.ts'
 import { ChunkStore, diskUsage, Store } from './store/index.ts'
 
 export interface NodeAddresses {
@@ -52,6 +57,7 @@ export class FabricNode {
   private data: DataPlane | undefined
   private chunks: ChunkStore | undefined
   private domainServices: Service[] = []
+  private sites: Sites | undefined
   private http: HttpServer | undefined
   private api: ApiServer | undefined
   private starting: Promise<void> | undefined
@@ -119,26 +125,49 @@ export class FabricNode {
             domain: c.node.site,
             host: '127.0.0.1',
             port: c.nats.port,
+            leafnodeListen: c.nats.leafnodeListen,
+            leafnodeAdvertise: c.nats.leafnodeAdvertise,
+            leafnodeAuth: c.nats.leafnodeUser !== undefined && c.nats.leafnodePassword !== undefined ? { user: c.nats.leafnodeUser, password: c.nats.leafnodePassword } : undefined,
+            hubUrls: c.nats.hubUrls,
+            cluster: c.nats.clusterListen && { name: c.nats.clusterName, listen: c.nats.clusterListen, routes: c.nats.routes },
+            monitorListen: c.nats.monitorListen,
+            replicas: c.nats.replicas,
             clientName: `fabric-node-${this.id}`,
             log: log.child({ subsystem: 'nats' }),
           }
-        : { mode: 'external', url: c.nats.url, clientName: `fabric-node-${this.id}`, domain: c.node.site, log: log.child({ subsystem: 'nats' }) },
+        : { mode: 'external', url: c.nats.url, clientName: `fabric-node-${this.id}`, domain: c.node.site, replicas: c.nats.replicas, log: log.child({ subsystem: 'nats' }) },
     )
     const nats = this.nats
     const logs = () => nats.logs()
+    const logsAt = (site: string) => nats.logsAt(site)
+    const bus = () => nats.bus()
     const catalog = new Catalog({
       store: this.store,
       logs,
+      bus,
       site: c.node.site,
+      upstream: c.nats.hubUrls.length > 0,
       log: log.child({ subsystem: 'catalog' }),
-      createVolumeLog: DataPlane.createVolumeLog(logs),
-      deleteVolumeLog: DataPlane.deleteVolumeLog(logs),
+      createVolumeLog: DataPlane.createVolumeLog(logsAt),
+      deleteVolumeLog: DataPlane.deleteVolumeLog(logsAt),
     })
     const chunks = new ChunkStore({ dir: path.join(c.node.dataDir, 'chunks'), store: this.store, log: log.child({ subsystem: 'chunks' }) })
     this.chunks = chunks
-    const data = new DataPlane({ store: this.store, chunks, catalog, logs, writerId: this.id, log: log.child({ subsystem: 'data' }) })
+    const data = new DataPlane({ store: this.store, chunks, catalog, logs, logsAt, bus, site: c.node.site, writerId: this.id, log: log.child({ subsystem: 'data' }) })
     this.catalog = catalog
     this.data = data
+    const sites = new Sites({
+      bus,
+      site: c.node.site,
+      nodeId: this.id,
+      role: () => nats.role,
+      api: () => this.api?.address ?? '',
+      version: this.version,
+      held: () => data.held(),
+      volumes: () => catalog.listVolumes(),
+      log: log.child({ subsystem: 'sites' }),
+    })
+    this.sites = sites
     this.http = new HttpServer({
       listen: c.http.listen,
       log: log.child({ subsystem: 'http' }),
@@ -152,20 +181,23 @@ export class FabricNode {
       shutdownGraceMs: Math.max(1_000, Math.floor(c.node.shutdownTimeoutMs / 2)),
     })
       .add(NodeService, nodeServiceImpl(this.statusSource()))
-      .add(NamespaceService, namespaceServiceImpl(catalog, data))
+      .add(NamespaceService, namespaceServiceImpl(catalog, data, sites))
+      .add(SiteService, siteServiceImpl(sites, catalog))
+      .add(SnapshotService, snapshotServiceImpl(data))
       .add(TableService, tableServiceImpl(data))
       .add(FileService, fileServiceImpl(data))
       .add(StreamService, streamServiceImpl(data))
     this.registerMetrics()
 
     const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })
-    this.domainServices = [domain('catalog', catalog), domain('data', data)]
+    this.domainServices = [domain('catalog', catalog), domain('data', data), { name: 'sites', start: async () => sites.start(), stop: () => sites.stop() }]
     for (const service of [this.store, domain('chunks', chunks), this.nats, ...this.domainServices, this.http, this.api]) {
       if (this.stopping) throw FabricError.unavailable('node is stopping')
       await service.start()
       this.started.push(service)
     }
-    log.info({ nodeId: this.id, ...this.addresses }, 'node ready')
+    const { leafnodeUrl, monitorUrl } = this.nats
+    log.info({ nodeId: this.id, ...this.addresses, role: this.nats.role, ...(leafnodeUrl ? { leafnode: leafnodeUrl } : {}), ...(monitorUrl ? { monitor: monitorUrl } : {}) }, 'node ready')
   }
 
   private async stopStarted(): Promise<void> {
@@ -225,6 +257,35 @@ export class FabricNode {
     })
     m.gauge('fabric_store_bytes', 'Bytes the LevelDB store uses on disk.', { collect: async (g) => g.set((await this.store?.bytesUsed()) ?? 0) })
     m.gauge('fabric_chunk_pack_bytes', 'Bytes of file chunks in pack files (outside LevelDB).', { collect: async (g) => g.set((await this.chunks?.bytes().catch(() => 0)) ?? 0) })
+    const replication = (pick: (r: ReplicaStatus) => number | undefined) => (g: Gauge<'volume' | 'site'>) => {
+      g.reset()
+      for (const site of this.sites?.listSites() ?? []) {
+        for (const r of site.volumes) {
+          const v = pick(r)
+          if (v !== undefined) g.set({ volume: this.catalog?.volume(r.volumeId)?.path ?? r.volumeId, site: r.site }, v)
+        }
+      }
+    }
+    const labelNames = ['volume', 'site'] as const
+    m.gauge('fabric_replication_applied_seq', 'Highest log position applied at a site holding the volume, as heard by this node.', { labelNames, collect: replication((r) => r.applied) })
+    m.gauge('fabric_replication_lag_records', 'Records a site holding the volume is behind its home log.', { labelNames, collect: replication((r) => r.lagRecords) })
+    m.gauge('fabric_replication_lag_bytes', "Bytes a site's copy of the volume log is short of the home's.", { labelNames, collect: replication((r) => r.lagBytes) })
+    m.gauge('fabric_replication_lag_seconds', 'How far behind in time the applied state at a site is (0 when caught up).', { labelNames, collect: replication((r) => r.lagSeconds) })
+    m.gauge('fabric_site_connected', '1 while a node of the site has been heard within three heartbeats.', {
+      labelNames: ['site'] as const,
+      collect: (g) => {
+        g.reset()
+        for (const s of this.sites?.listSites() ?? []) g.set({ site: s.name }, s.connected ? 1 : 0)
+      },
+    })
+    m.gauge('fabric_site_last_seen_seconds', 'Seconds since a node of the site was last heard (0 for this site).', {
+      labelNames: ['site'] as const,
+      collect: (g) => {
+        g.reset()
+        const now = Date.now()
+        for (const s of this.sites?.listSites(now) ?? []) if (s.lastSeenMs !== undefined) g.set({ site: s.name }, Math.max(0, (now - s.lastSeenMs) / 1000))
+      },
+    })
     m.gauge('fabric_data_dir_bytes', 'Bytes used on disk under the data dir.', { collect: async (g) => g.set(await diskUsage(this.config.node.dataDir)) })
   }
 

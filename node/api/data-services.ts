@@ -6,10 +6,13 @@ import { FileService, type FileInfoSchema } from '../../proto/gen/fabric/v1/file
 import { StreamService } from '../../proto/gen/fabric/v1/stream_pb.ts'
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { Catalog, DatasetEntry, DatasetKind as Kind, VolumeEntry } from '../catalog/index.ts'
-import type { DataPlane, FileMeta, Row } from '../datasets/index.ts'
+import type { DataPlane, FileMeta, Row, Snapshot } from '../datasets/index.ts'
+import { SnapshotService, type SnapshotSchema } from '../../proto/gen/fabric/v1/snapshot_pb.ts'
 import { CHUNK_BYTES } from '../datasets/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { ServiceImpl } from './adapter.ts'
+import type { Sites } from '../sites/index.ts'
+import { replicationMsg } from './site-service.ts'
 
 const KIND_OF: Record<DatasetKind, Kind | undefined> = {
   [DatasetKind.UNSPECIFIED]: undefined,
@@ -29,6 +32,15 @@ async function splitFirst<T>(stream: AsyncIterable<T>): Promise<{ first: T | und
 /** uint64 from the wire -> number; positions stay far below 2^53. */
 const num = (v: bigint | undefined): number | undefined => (v === undefined ? undefined : Number(v))
 
+const big = (n: number | undefined): bigint | undefined => (n === undefined ? undefined : BigInt(n))
+
+/** The log position a read is at: a snapshot's (by name), or at_seq (0: latest). */
+async function readAt(data: DataPlane, path: string, req: { atSeq?: bigint; atSnapshot?: string }): Promise<number | undefined> {
+  if (!req.atSnapshot) return num(req.atSeq)
+  if (req.atSeq) throw FabricError.invalidArgument('a read is at a position or at a snapshot, not both')
+  return (await data.snapshotFor(path, req.atSnapshot)).seq
+}
+
 function volumeMsg(v: VolumeEntry) {
   return { path: v.path, id: v.id, home: v.home, replicas: v.replicas, createdAt: timestampFromMs(v.createdMs) }
 }
@@ -44,7 +56,7 @@ function datasetMsg(d: DatasetEntry, catalog: Catalog) {
   }
 }
 
-export function namespaceServiceImpl(catalog: Catalog, data: DataPlane): ServiceImpl<typeof NamespaceService> {
+export function namespaceServiceImpl(catalog: Catalog, data: DataPlane, sites: Sites): ServiceImpl<typeof NamespaceService> {
   return {
     createVolume: async (req) => ({ volume: volumeMsg(await catalog.createVolume(req.path, req.home || undefined, req.replicas)) }),
     listVolumes: async () => ({ volumes: catalog.listVolumes().map(volumeMsg) }),
@@ -54,7 +66,30 @@ export function namespaceServiceImpl(catalog: Catalog, data: DataPlane): Service
       return {
         volume: volumeMsg(v),
         stats: { appliedSeq: BigInt(s.applied), lastSeq: BigInt(s.lastSeq), logBytes: BigInt(s.logBytes), datasets: s.datasets, bytes: BigInt(s.bytes) },
+        replication: sites.replication(v).map((r) => replicationMsg(r, v.path)),
+        held: catalog.holds(v),
       }
+    },
+    setVolumeReplicas: async (req) => ({ volume: volumeMsg(await catalog.setReplicas(req.path, req.replicas)) }),
+    verifyVolume: async (req) => ({
+      sites: (await data.verify(req.path)).map((x) => ({
+        site: x.site,
+        home: x.home,
+        reachable: x.reachable,
+        held: x.held,
+        appliedSeq: big(x.applied),
+        logFirstSeq: big(x.logFirst),
+        logLastSeq: big(x.logLast),
+        logMessages: big(x.logMessages),
+        comparedAt: big(x.comparedAt),
+        agrees: x.agrees,
+        divergedAt: big(x.divergedAt),
+        problems: x.problems,
+      })),
+    }),
+    reseedVolume: async (req) => {
+      await data.reseed(req.path)
+      return {}
     },
     deleteVolume: async (req) => ({ datasetsDeleted: (await catalog.deleteVolume(req.path, req.force)).datasets }),
     createDataset: async (req) => {
@@ -83,7 +118,7 @@ function rowMsg(r: Row): MessageInitShape<typeof RowSchema> {
 export function tableServiceImpl(data: DataPlane): ServiceImpl<typeof TableService> {
   return {
     put: async (req) => ({ version: BigInt(await data.put(req.path, req.key, req.json, num(req.expectedVersion))) }),
-    get: async (req) => ({ row: rowMsg(await data.get(req.path, req.key, num(req.atSeq))) }),
+    get: async (req) => ({ row: rowMsg(await data.get(req.path, req.key, req.atSnapshot ? await readAt(data, req.path, req) : num(req.atSeq))) }),
     delete: async (req) => {
       const r = await data.delete(req.path, req.key, num(req.expectedVersion))
       return { version: BigInt(r.seq), existed: r.existed }
@@ -92,7 +127,8 @@ export function tableServiceImpl(data: DataPlane): ServiceImpl<typeof TableServi
       version: BigInt(await data.batch(req.path, req.ops.map((op) => ({ key: op.key, json: op.json, expected: num(op.expectedVersion) })))),
     }),
     scan: async function* (req) {
-      for await (const r of data.scan(req.path, { prefix: req.prefix, from: req.from, to: req.to, limit: req.limit, atSeq: num(req.atSeq) })) yield rowMsg(r)
+      const atSeq = await readAt(data, req.path, req)
+      for await (const r of data.scan(req.path, { prefix: req.prefix, from: req.from, to: req.to, limit: req.limit, ...(atSeq ? { atSeq } : {}) })) yield rowMsg(r)
     },
     import: async (reqs) => {
       const { first, rest } = await splitFirst(reqs)
@@ -146,12 +182,12 @@ export function fileServiceImpl(data: DataPlane): ServiceImpl<typeof FileService
       return { file: fileInfo(r.file), chunksDeduplicated: r.deduplicated }
     },
     get: async function* (req) {
-      const meta = await data.statFile(req.path, num(req.atSeq))
+      const meta = await data.statFile(req.path, await readAt(data, req.path, req))
       yield { msg: { case: 'info', value: fileInfo(meta) } }
       for await (const chunk of data.readFile(meta)) yield { msg: { case: 'data', value: chunk } }
     },
-    list: async (req) => ({ files: (await data.listFiles(req.path, num(req.atSeq))).map(fileInfo) }),
-    stat: async (req) => ({ file: fileInfo(await data.statFile(req.path, num(req.atSeq))) }),
+    list: async (req) => ({ files: (await data.listFiles(req.path, await readAt(data, req.path, req))).map(fileInfo) }),
+    stat: async (req) => ({ file: fileInfo(await data.statFile(req.path, await readAt(data, req.path, req))) }),
     delete: async (req) => ({ version: BigInt(await data.deleteFile(req.path)) }),
   }
 }
@@ -160,7 +196,10 @@ export function streamServiceImpl(data: DataPlane): ServiceImpl<typeof StreamSer
   return {
     publish: async (req) => ({ seqs: (await data.publish(req.path, req.events)).map(BigInt) }),
     subscribe: async function* (req, ctx) {
+      const upTo = req.atSnapshot ? (await data.snapshotFor(req.path, req.atSnapshot)).seq : undefined
+      if (upTo !== undefined && req.follow) throw FabricError.invalidArgument('a subscription up to a snapshot cannot follow')
       for await (const ev of data.subscribe(req.path, {
+        ...(upTo !== undefined ? { toSeq: upTo } : {}),
         fromSeq: num(req.fromSeq),
         sinceMs: req.since ? timestampDate(req.since).getTime() : undefined,
         count: num(req.count),
@@ -169,6 +208,26 @@ export function streamServiceImpl(data: DataPlane): ServiceImpl<typeof StreamSer
       })) {
         yield { seq: BigInt(ev.seq), json: ev.json, time: timestampFromMs(ev.timeMs) }
       }
+    },
+  }
+}
+
+function snapshotMsg(s: Snapshot, contentHash = ''): MessageInitShape<typeof SnapshotSchema> {
+  return { volume: s.volume, name: s.name, seq: BigInt(s.seq), createdAt: timestampFromMs(s.timeMs), contentHash }
+}
+
+export function snapshotServiceImpl(data: DataPlane): ServiceImpl<typeof SnapshotService> {
+  return {
+    createSnapshot: async (req) => ({ snapshot: snapshotMsg(await data.createSnapshot(req.volume, req.name)) }),
+    listSnapshots: async (req) => ({ snapshots: (await data.listSnapshots(req.volume)).map((s) => snapshotMsg(s)) }),
+    getSnapshot: async (req) => {
+      const snap = await data.snapshotFor(req.volume, req.name)
+      if (snap.volume !== req.volume) throw FabricError.invalidArgument(`${req.volume} is not a volume; its volume is ${snap.volume}`, { details: { path: req.volume } })
+      return { snapshot: snapshotMsg(snap, req.contentHash ? await data.contentHash(snap.volume, snap.seq) : '') }
+    },
+    deleteSnapshot: async (req) => {
+      await data.deleteSnapshot(req.volume, req.name)
+      return {}
     },
   }
 }

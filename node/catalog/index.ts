@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
-import { WrongLastSequence, type Logs } from '../nats/index.ts'
+import { NoResponders, WrongLastSequence, type Bus, type Logs } from '../nats/index.ts'
 import { Follower } from '../replication/index.ts'
 import {
   CATALOG_STREAM,
@@ -32,18 +32,33 @@ export const ROOT_VOLUME_ID = 'root'
 
 export interface CatalogOptions {
   store: Store
+  /** This site's logs. */
   logs: () => Logs
+  bus: () => Bus
   site: string
+  /**
+   * This site is a leafnode of a hub ([nats] hub_urls): the catalog's home is the hub's (learnt
+   * from it once, then kept), and this site holds a mirror of it. Otherwise the catalog's home is
+   * this site.
+   */
+  upstream: boolean
   log: Logger
-  /** Volume logs are created by whoever creates the volume: the catalog calls this first. */
-  createVolumeLog: (volumeId: string) => Promise<void>
-  deleteVolumeLog: (volumeId: string) => Promise<void>
+  /** Volume logs are created at their home site by whoever creates the volume: the catalog calls this first. */
+  createVolumeLog: (volumeId: string, home: string) => Promise<void>
+  deleteVolumeLog: (volumeId: string, home: string) => Promise<void>
 }
 
 export interface CatalogEvents {
   'volume-added': [VolumeEntry]
   'volume-removed': [VolumeEntry]
+  /** Its replica sites changed (or, for the root volume, its home became known). */
+  'volume-changed': [VolumeEntry]
 }
+
+/** Asked by an edge to learn where the catalog lives; answered by every node that knows. */
+const HOME_SUBJECT = 'fabric.catalog.home'
+/** How often an edge that has not reached its hub yet asks again. */
+const HOME_RETRY_MS = 2_000
 
 const newId = (prefix: string) => `${prefix}${randomBytes(6).toString('hex')}`
 
@@ -53,12 +68,34 @@ export class Catalog extends EventEmitter<CatalogEvents> {
   /** Datasets by path, rebuilt on the first lookup after a change (lookups are per call). */
   private byPath: Map<string, DatasetEntry> | undefined
   private follower: Follower | undefined
-  readonly root: VolumeEntry
+  /** The site whose log is the catalog; undefined until an edge has reached its hub once. */
+  private homeSite: string | undefined
+  private readonly stopping = new AbortController()
+  private opening: Promise<void> | undefined
+  private stopServing: (() => void) | undefined
 
   constructor(private readonly o: CatalogOptions) {
     super()
-    this.root = Object.freeze({ id: ROOT_VOLUME_ID, path: '/', home: o.site, replicas: [], createdMs: 0 })
-    this.volumes.set(ROOT_VOLUME_ID, this.root)
+    this.volumes.set(ROOT_VOLUME_ID, rootVolume(o.upstream ? '' : o.site))
+  }
+
+  get site(): string {
+    return this.o.site
+  }
+
+  /** The root volume "/": homed where the catalog is, held at every site. */
+  get root(): VolumeEntry {
+    return this.volumes.get(ROOT_VOLUME_ID)!
+  }
+
+  /** The site whose log is the catalog (where names are changed), if known yet. */
+  get home(): string | undefined {
+    return this.homeSite
+  }
+
+  /** Whether this site holds (applies) the volume: its home, a replica, or the root volume. */
+  holds(v: VolumeEntry, site = this.o.site): boolean {
+    return v.id === ROOT_VOLUME_ID ? v.home !== '' : v.home === site || v.replicas.includes(site)
   }
 
   async start(): Promise<void> {
@@ -70,8 +107,57 @@ export class Catalog extends EventEmitter<CatalogEvents> {
       const ds = unpack<DatasetEntry>(v)
       this.datasets.set(ds.id, ds)
     }
-    await this.o.logs().ensure(CATALOG_STREAM, CATALOG_SUBJECT)
-    await this.o.createVolumeLog(ROOT_VOLUME_ID)
+    const home = await this.resolveHome()
+    if (home) {
+      await this.open(home)
+    } else {
+      // An edge that has never reached its hub serves what it can (nothing named yet) and keeps
+      // asking in the background.
+      this.o.log.warn('the hub has not been reached yet: names resolve once it has (retrying)')
+      this.opening = this.openWhenHomeKnown()
+    }
+  }
+
+  /** The catalog's home: this site, or the hub's as learnt earlier or asked now. */
+  private async resolveHome(): Promise<string | undefined> {
+    if (!this.o.upstream) return this.o.site
+    const stored = await this.o.store.get(keys.catalogHome)
+    if (stored) return new TextDecoder().decode(stored)
+    try {
+      const home = new TextDecoder().decode(await this.o.bus().request(HOME_SUBJECT, new Uint8Array(0), 3_000))
+      if (!home) return undefined
+      await this.o.store.batch([{ type: 'put', key: keys.catalogHome, value: new TextEncoder().encode(home) }], { sync: true })
+      this.o.log.info({ home }, 'learnt the catalog home from the hub')
+      return home
+    } catch (err) {
+      if (!(err instanceof NoResponders) && !(err instanceof FabricError)) throw err
+      return undefined
+    }
+  }
+
+  private async openWhenHomeKnown(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      await new Promise((r) => setTimeout(r, HOME_RETRY_MS).unref())
+      if (this.stopping.signal.aborted) return
+      try {
+        const home = await this.resolveHome()
+        if (home) return await this.open(home)
+      } catch (err) {
+        this.o.log.warn({ err }, 'cannot open the catalog yet; retrying')
+      }
+    }
+  }
+
+  /** Opens the catalog log (the home log, or this site's mirror of it) and catches up. */
+  private async open(home: string): Promise<void> {
+    this.homeSite = home
+    if (home === this.o.site) {
+      await this.o.logs().ensure(CATALOG_STREAM, CATALOG_SUBJECT)
+      await this.o.createVolumeLog(ROOT_VOLUME_ID, home)
+    } else {
+      await this.o.logs().ensureMirror(CATALOG_STREAM, home)
+    }
+    this.stopServing = this.o.bus().serve(HOME_SUBJECT, undefined, async () => new TextEncoder().encode(home))
     this.follower = new Follower({
       name: 'catalog',
       logs: this.o.logs(),
@@ -87,12 +173,17 @@ export class Catalog extends EventEmitter<CatalogEvents> {
       log: this.o.log,
     })
     await this.follower.start()
-    // Catch up before serving, so names resolve as of the latest catalog.
+    // Catch up before serving, so names resolve as of the latest catalog this site has.
     const info = await this.o.logs().info(CATALOG_STREAM)
     await this.follower.waitApplied(info.lastSeq)
+    const root = rootVolume(home)
+    this.volumes.set(ROOT_VOLUME_ID, root)
+    this.emit('volume-changed', root)
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort()
+    this.stopServing?.()
     await this.follower?.stop()
   }
 
@@ -155,7 +246,10 @@ export class Catalog extends EventEmitter<CatalogEvents> {
   // ---- changes (through the catalog log) ----
 
   async createVolume(path: string, home: string | undefined, replicas: string[]): Promise<VolumeEntry> {
-    const vol: VolumeEntry = { id: newId('v'), path, home: home || this.o.site, replicas: [...new Set(replicas)].filter((r) => r !== (home || this.o.site)), createdMs: Date.now() }
+    const homeSite = home || this.o.site
+    checkSiteName(homeSite, 'home')
+    for (const r of replicas) checkSiteName(r, 'replica')
+    const vol: VolumeEntry = { id: newId('v'), path, home: homeSite, replicas: [...new Set(replicas)].filter((r) => r !== homeSite), createdMs: Date.now() }
     parsePath(path, 'volume path')
     let logCreated = false
     await this.change(async () => {
@@ -170,12 +264,29 @@ export class Catalog extends EventEmitter<CatalogEvents> {
         )
       }
       if (!logCreated) {
-        await this.o.createVolumeLog(vol.id)
+        // The log lives at the volume's home: created there (across the leafnode if need be)
+        // before the volume is named, so that no write can find it missing.
+        await this.o.createVolumeLog(vol.id, vol.home).catch((err: unknown) => {
+          throw unreachable(err, vol.home, this.o.site, `cannot create volume ${path}: its home site ${vol.home}`)
+        })
         logCreated = true
       }
       return { op: 'vol+', vol }
     })
     return this.volumes.get(vol.id)!
+  }
+
+  /** Sets the sites that hold a copy of the volume besides its home; new ones catch up from the start. */
+  async setReplicas(path: string, replicas: string[]): Promise<VolumeEntry> {
+    for (const r of replicas) checkSiteName(r, 'replica')
+    let id = ''
+    await this.change(async () => {
+      const vol = this.volumeAt(path)
+      if (vol.id === ROOT_VOLUME_ID) throw FabricError.failedPrecondition('the root volume "/" is held at every site; its replicas cannot be set', { details: { path } })
+      id = vol.id
+      return { op: 'vol~', id: vol.id, replicas: [...new Set(replicas)].filter((r) => r !== vol.home).sort() }
+    })
+    return this.volumes.get(id)!
   }
 
   async deleteVolume(path: string, force: boolean): Promise<{ datasets: number }> {
@@ -193,7 +304,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
       count = held.length
       return { op: 'vol-', id: vol.id }
     })
-    await this.o.deleteVolumeLog(vol!.id).catch((err: unknown) => this.o.log.warn({ err, volume: vol!.path }, 'could not delete the volume log'))
+    await this.o.deleteVolumeLog(vol!.id, vol!.home).catch((err: unknown) => this.o.log.warn({ err, volume: vol!.path }, 'could not delete the volume log'))
     return { datasets: count }
   }
 
@@ -217,12 +328,16 @@ export class Catalog extends EventEmitter<CatalogEvents> {
   /** Appends a change validated against the applied catalog; retries when another got in first. */
   private async change(build: () => Promise<CatalogRecord>): Promise<number> {
     const follower = this.follower
-    if (!follower) throw FabricError.unavailable('the catalog is not started')
+    if (!follower) throw FabricError.unavailable(this.o.upstream && !this.homeSite ? 'this site has not reached its hub yet: names cannot be changed until it has' : 'the catalog is not started')
     for (let attempt = 0; attempt < 20; attempt++) {
       const expected = follower.applied
       const record = await build()
       try {
-        const seq = await this.o.logs().append(CATALOG_SUBJECT, encodeRecord(record), { expectLastSeq: expected })
+        const seq = await this.o.logs()
+          .append(CATALOG_SUBJECT, encodeRecord(record), { expectLastSeq: expected })
+          .catch((err: unknown) => {
+            throw err instanceof WrongLastSequence ? err : unreachable(err, this.homeSite!, this.o.site, 'names are changed at the catalog home site ' + this.homeSite)
+          })
         await follower.waitApplied(seq)
         return seq
       } catch (err) {
@@ -257,6 +372,15 @@ export class Catalog extends EventEmitter<CatalogEvents> {
         if (vol) changes.push(() => this.emit('volume-removed', vol))
         return
       }
+      case 'vol~': {
+        const vol = this.volumes.get(r.id)
+        if (!vol) return
+        const changed: VolumeEntry = { ...vol, replicas: r.replicas }
+        ops.push({ type: 'put', key: keys.catalogVolume(r.id), value: pack(changed) })
+        this.volumes.set(r.id, changed)
+        changes.push(() => this.emit('volume-changed', changed))
+        return
+      }
       case 'ds+':
         ops.push({ type: 'put', key: keys.catalogDataset(r.ds.id), value: pack(r.ds) })
         this.datasets.set(r.ds.id, r.ds)
@@ -271,4 +395,22 @@ export class Catalog extends EventEmitter<CatalogEvents> {
         this.o.log.warn({ op: (r as { op: string }).op }, 'unknown catalog record ignored (written by a newer node?)')
     }
   }
+}
+
+function rootVolume(home: string): VolumeEntry {
+  return Object.freeze({ id: ROOT_VOLUME_ID, path: '/', home, replicas: [], createdMs: 0 })
+}
+
+function checkSiteName(name: string, what: string): void {
+  if (!SITE_NAME.test(name)) throw FabricError.invalidArgument(`${what} site ${JSON.stringify(name)}: expected lowercase letters, digits and "-", starting with a letter or digit`, { details: { site: name } })
+}
+
+/** Site names are JetStream domains (the config's rule). */
+const SITE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/
+
+/** An error from reaching another site, said as such: UNAVAILABLE naming the site. */
+function unreachable(err: unknown, site: string, here: string, what: string): FabricError {
+  const fe = FabricError.from(err)
+  if (site === here || fe.code !== 'UNAVAILABLE') return fe
+  return FabricError.unavailable(`${what} is unreachable from site ${here}: ${fe.message}`, { cause: err, details: { site } })
 }

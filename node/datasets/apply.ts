@@ -7,7 +7,19 @@ import { createHash } from 'node:crypto'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import type { LogMessage } from '../nats/index.ts'
-import { decodeVolumeRecord, pack, unpack, type ApplyResult, type Outcome, type TableOp, type VolumeRecord } from '../replication/index.ts'
+import {
+  decodeVolumeRecord,
+  EMPTY_ROLLING_HASH,
+  fold,
+  isCheckpoint,
+  pack,
+  unpack,
+  type ApplyResult,
+  type Outcome,
+  type RollingHash,
+  type TableOp,
+  type VolumeRecord,
+} from '../replication/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
 
 /** A stored table document version or file version; no `d` (table) / no `sha` (file): deleted. */
@@ -23,6 +35,10 @@ export interface StoredFile {
 }
 export interface StoredEvent {
   d: Uint8Array
+  t: number
+}
+export interface StoredSnapshot {
+  seq: number
   t: number
 }
 export interface DatasetStat {
@@ -61,6 +77,7 @@ const FETCH_WINDOW = 16
 export class VolumeApplier {
   private readonly stats = new Map<string, DatasetStat>()
   private readonly writers = new Map<string, number>()
+  private rolling: RollingHash | undefined
 
   constructor(
     private readonly store: Store,
@@ -70,6 +87,15 @@ export class VolumeApplier {
     private readonly log: Logger,
     private readonly onEvents: (datasetId: string, lastSeq: number) => void,
   ) {}
+
+  /** The rolling hash of the log as applied here (replication/hash.ts). */
+  async rollingHash(): Promise<RollingHash> {
+    if (!this.rolling) {
+      const raw = await this.store.get(keys.volumeHash(this.volumeId))
+      this.rolling = raw ? unpack<RollingHash>(raw) : EMPTY_ROLLING_HASH
+    }
+    return this.rolling
+  }
 
   async stat(datasetId: string): Promise<DatasetStat> {
     let s = this.stats.get(datasetId)
@@ -106,6 +132,10 @@ export class VolumeApplier {
           break
         case 'fdel':
           wanted.add(keys.head(r.ds, r.n))
+          break
+        case 'snap':
+        case 'snaprm':
+          wanted.add(keys.snapshot(this.volumeId, r.name))
           break
       }
     }
@@ -287,15 +317,44 @@ export class VolumeApplier {
           events.set(r.ds, m.seq)
           break
         }
+        case 'snap': {
+          const key = keys.snapshot(this.volumeId, r.name)
+          if (state.get(key) !== undefined) {
+            if (mine) outcomes.set(m.seq, { error: FabricError.alreadyExists(`snapshot ${r.name} exists already`, { details: { snapshot: r.name } }) })
+            break
+          }
+          const value = pack({ seq: m.seq, t: m.timeMs } satisfies StoredSnapshot)
+          state.set(key, value)
+          ops.push({ type: 'put', key, value })
+          break
+        }
+        case 'snaprm': {
+          const key = keys.snapshot(this.volumeId, r.name)
+          if (state.get(key) === undefined) {
+            if (mine) outcomes.set(m.seq, { error: FabricError.notFound(`snapshot ${r.name} does not exist`, { details: { snapshot: r.name } }) })
+            break
+          }
+          state.set(key, undefined)
+          ops.push({ type: 'del', key })
+          break
+        }
         default:
           this.log.warn({ volume: this.volumeId, seq: m.seq, op: (r as { op: string }).op }, 'unknown record ignored (written by a newer node?)')
       }
     }
     for (const [ds, s] of touched) ops.push({ type: 'put', key: keys.datasetStat(ds), value: pack(s) })
+    // Every record of the log, applied or dropped as a duplicate, goes into the rolling hash.
+    let rolling = await this.rollingHash()
+    for (const m of batch) {
+      rolling = fold(rolling, m.seq, m.data)
+      if (isCheckpoint(m.seq) && rolling.seq === m.seq) ops.push({ type: 'put', key: keys.volumeHashCheckpoint(this.volumeId, m.seq), value: rolling.hash })
+    }
+    ops.push({ type: 'put', key: keys.volumeHash(this.volumeId), value: pack(rolling) })
     return {
       ops,
       outcomes,
       after: () => {
+        this.rolling = rolling
         for (const [ds, s] of touched) this.stats.set(ds, s)
         for (const [w, seq] of writers) this.writers.set(w, seq)
         for (const [ds, seq] of events) this.onEvents(ds, seq)

@@ -8,10 +8,12 @@ import { createHash } from 'node:crypto'
 import { Catalog, validateFileName, validateKey, type DatasetEntry, type VolumeEntry } from '../catalog/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
-import { MAX_RECORD_BYTES, type Logs } from '../nats/index.ts'
-import { chunkStream, chunkSubject, chunkSubjects, Follower, LogWriter, unpack, volumeStream, volumeSubject, type Outcome, type TableOp } from '../replication/index.ts'
+import { MAX_RECORD_BYTES, NoResponders, type Bus, type Logs } from '../nats/index.ts'
+import { chunkStream, chunkSubject, chunkSubjects, Follower, hashHex, LogWriter, pack, unpack, volumeStream, volumeSubject, type Outcome, type TableOp, type VolumeRecord } from '../replication/index.ts'
+import type { ErrorCode } from '../errors/index.ts'
+import type { HeldVolume } from '../sites/index.ts'
 import { keys, type BatchOp, type ChunkStore, type Store } from '../store/index.ts'
-import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile } from './apply.ts'
+import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile, type StoredSnapshot } from './apply.ts'
 import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
 
 export * from './limits.ts'
@@ -34,6 +36,13 @@ export interface FileMeta {
   chunks: string[]
 }
 
+export interface Snapshot {
+  volume: string
+  name: string
+  seq: number
+  timeMs: number
+}
+
 export interface StreamEvent {
   seq: number
   json: string
@@ -43,7 +52,12 @@ export interface StreamEvent {
 export interface DataPlaneOptions {
   store: Store
   catalog: Catalog
+  /** This site's logs. */
   logs: () => Logs
+  /** Another site's logs (a volume's home, for chunks this site's mirror has not got yet). */
+  logsAt: (site: string) => Logs
+  bus: () => Bus
+  site: string
   writerId: string
   log: Logger
   /** Where chunk bytes are kept (pack files outside LevelDB). */
@@ -53,6 +67,60 @@ export interface DataPlaneOptions {
 
 /** Chunks read ahead of the consumer when a file is read. */
 const READ_AHEAD = 4
+/** Writes to a volume homed elsewhere are sent to a node of its home site on this subject. */
+const writeSubject = (site: string) => `fabric.write.${site}`
+/** A node of each site answers with its rolling hashes of a volume's log (volume verify). */
+const verifySubject = (site: string) => `fabric.verify.${site}`
+/** Checkpoints a site reports unasked, newest first. */
+const RECENT_CHECKPOINTS = 16
+/** How long a forwarded write may take at the home (it waits there until applied). */
+const FORWARD_TIMEOUT_MS = 35_000
+/** How long applying a file commit waits for chunks the site's chunk mirror has not got yet. */
+const CHUNK_WAIT_MS = 60_000
+
+/** What a site says about its copy of a volume's log, for verify. */
+interface VerifyReply {
+  site: string
+  node: string
+  held: boolean
+  applied?: number
+  /** Rolling hash at its last folded position. */
+  current?: [number, string]
+  /** Hashes at recent checkpoints, and at the positions asked for that it has. */
+  hashes?: Array<[number, string]>
+  log?: { first: number; last: number; messages: number }
+}
+
+export interface SiteVerification {
+  site: string
+  home: boolean
+  reachable: boolean
+  held: boolean
+  applied: number | undefined
+  logFirst: number | undefined
+  logLast: number | undefined
+  logMessages: number | undefined
+  /** The highest position both this site and the home have a hash for, and whether they agree. */
+  comparedAt: number | undefined
+  agrees: boolean | undefined
+  /** The first compared position where the hashes differ. */
+  divergedAt: number | undefined
+  problems: string[]
+}
+
+/** A forwarded write: the record (not yet stamped with a writer) and its file chunks. */
+interface ForwardRequest {
+  v: string
+  r: VolumeRecord
+  c?: string[]
+}
+
+/** The home's answer: the record's position and outcome, or the error. */
+interface ForwardReply {
+  seq?: number
+  x?: boolean
+  e?: { code: ErrorCode; message: string; details: Record<string, string> }
+}
 
 interface VolumeRuntime {
   follower: Follower
@@ -67,8 +135,11 @@ export class DataPlane {
   readonly writer: LogWriter
   /** Wakes stream subscribers: dataset id -> callbacks with the new last event position. */
   private readonly eventListeners = new Map<string, Set<(seq: number) => void>>()
-  private readonly onAdded = (v: VolumeEntry) => void this.openVolume(v).catch((err: unknown) => this.o.log.error({ err, volume: v.path }, 'cannot follow volume'))
-  private readonly onRemoved = (v: VolumeEntry) => void this.closeVolume(v.id)
+  private readonly onAdded = (v: VolumeEntry) => this.reconcile(v)
+  private readonly onChanged = (v: VolumeEntry) => this.reconcile(v)
+  private readonly onRemoved = (v: VolumeEntry) =>
+    void this.closeVolume(v.id, v.home !== this.o.site).catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'could not remove the volume here'))
+  private stopServing: (() => void) | undefined
 
   constructor(private readonly o: DataPlaneOptions) {
     this.writer = new LogWriter({ writerId: o.writerId, store: o.store, logs: o.logs, log: o.log, readChunk: (h) => o.chunks.read(h), retainAfterAckMs: o.retainAfterAckMs })
@@ -80,9 +151,16 @@ export class DataPlane {
   async start(): Promise<void> {
     try {
       await this.writer.start()
-      for (const v of this.o.catalog.listVolumes()) await this.openVolume(v)
+      for (const v of this.o.catalog.listVolumes()) if (this.o.catalog.holds(v)) await this.openVolume(v)
       this.o.catalog.on('volume-added', this.onAdded)
+      this.o.catalog.on('volume-changed', this.onChanged)
       this.o.catalog.on('volume-removed', this.onRemoved)
+      const stopWrites = this.o.bus().serve(writeSubject(this.o.site), 'fabric-write', (data) => this.serveForwarded(data))
+      const stopVerify = this.o.bus().serve(verifySubject(this.o.site), 'fabric-verify', (data) => this.serveVerify(data))
+      this.stopServing = () => {
+        stopWrites()
+        stopVerify()
+      }
     } catch (err) {
       await this.stop()
       throw err
@@ -116,31 +194,53 @@ export class DataPlane {
 
   async stop(): Promise<void> {
     this.stopping.abort()
+    this.stopServing?.()
     this.o.catalog.off('volume-added', this.onAdded)
+    this.o.catalog.off('volume-changed', this.onChanged)
     this.o.catalog.off('volume-removed', this.onRemoved)
     this.writer.stop()
     await Promise.race([this.recovering, new Promise((r) => setTimeout(r, 2_000).unref())])
     await Promise.all([...this.volumes.keys()].map((id) => this.closeVolume(id)))
   }
 
-  /** Creates the JetStream log of a volume (called by the catalog before it records the volume). */
-  static createVolumeLog(logs: () => Logs) {
-    return async (volumeId: string) => {
-      await logs().ensure(volumeStream(volumeId), volumeSubject(volumeId))
-      await logs().ensure(chunkStream(volumeId), chunkSubjects(volumeId), { keyed: true })
+  /**
+   * Creates the JetStream logs of a volume at its home site (called by the catalog before it
+   * records the volume; across the leafnode when the home is another site).
+   */
+  static createVolumeLog(logsAt: (site: string) => Logs) {
+    return async (volumeId: string, home: string) => {
+      await logsAt(home).ensure(volumeStream(volumeId), volumeSubject(volumeId))
+      await logsAt(home).ensure(chunkStream(volumeId), chunkSubjects(volumeId), { keyed: true })
     }
   }
 
-  static deleteVolumeLog(logs: () => Logs) {
-    return async (volumeId: string) => {
-      await logs().remove(volumeStream(volumeId))
-      await logs().remove(chunkStream(volumeId))
+  static deleteVolumeLog(logsAt: (site: string) => Logs) {
+    return async (volumeId: string, home: string) => {
+      await logsAt(home).remove(volumeStream(volumeId))
+      await logsAt(home).remove(chunkStream(volumeId))
     }
+  }
+
+  /** Opens or closes a volume here after its placement changed. */
+  private reconcile(v: VolumeEntry): void {
+    const held = this.o.catalog.holds(v)
+    const work = held ? this.openVolume(v) : this.volumes.has(v.id) ? this.closeVolume(v.id, true) : Promise.resolve()
+    void work.catch((err: unknown) => this.o.log.error({ err, volume: v.path }, held ? 'cannot follow volume' : 'cannot release volume'))
   }
 
   private async openVolume(v: VolumeEntry): Promise<void> {
     if (this.volumes.has(v.id)) return
-    const chunks = { stage: (c: Array<{ sha256: string; data: Uint8Array }>) => this.o.chunks.stage(c), fetch: (h: string) => this.fetchChunk(v.id, h) }
+    if (v.home === this.o.site) {
+      // Created with the volume; ensured again so that a log lost with its server comes back.
+      await this.o.logs().ensure(volumeStream(v.id), volumeSubject(v.id))
+      await this.o.logs().ensure(chunkStream(v.id), chunkSubjects(v.id), { keyed: true })
+    } else {
+      // A replica: this site's copies of the home's logs, kept up to date by JetStream across the
+      // leafnode. A new replica starts from the beginning of the log.
+      await this.o.logs().ensureMirror(volumeStream(v.id), v.home)
+      await this.o.logs().ensureMirror(chunkStream(v.id), v.home, { keyed: true })
+    }
+    const chunks = { stage: (c: Array<{ sha256: string; data: Uint8Array }>) => this.o.chunks.stage(c), fetch: (h: string) => this.awaitChunk(v.id, h) }
     const applier = new VolumeApplier(this.o.store, chunks, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
     const follower = new Follower({
       name: `volume ${v.path}`,
@@ -157,24 +257,86 @@ export class DataPlane {
     await follower.start()
   }
 
-  private async closeVolume(id: string): Promise<void> {
+  /** Stops applying a volume here; dropMirrors also deletes this site's copies of its logs. */
+  private async closeVolume(id: string, dropMirrors = false): Promise<void> {
     const rt = this.volumes.get(id)
     this.volumes.delete(id)
     await rt?.follower.stop()
+    if (dropMirrors) {
+      await this.o.logs().remove(volumeStream(id))
+      await this.o.logs().remove(chunkStream(id))
+    }
   }
 
   private runtime(volumeId: string): VolumeRuntime {
     const rt = this.volumes.get(volumeId)
-    if (!rt) throw FabricError.unavailable(`volume ${this.o.catalog.volume(volumeId)?.path ?? volumeId} is not open on this node yet`)
-    return rt
+    if (rt) return rt
+    const v = this.o.catalog.volume(volumeId)
+    if (v && !this.o.catalog.holds(v)) {
+      throw FabricError.failedPrecondition(
+        `volume ${v.path} is not held at site ${this.o.site} (home ${v.home}${v.replicas.length ? `, replicas ${v.replicas.join(', ')}` : ''}): read it at one of those sites, or add ${this.o.site} to its replicas`,
+        { details: { volume: v.path, site: this.o.site, home: v.home } },
+      )
+    }
+    throw FabricError.unavailable(`volume ${v?.path ?? volumeId} is not open on this node yet`)
   }
 
-  /** Appends through the writer and waits until applied here; surfaces a failed condition. */
-  private async write(ds: DatasetEntry, record: Parameters<LogWriter['append']>[1], chunks?: string[]): Promise<{ seq: number; outcome: Outcome | undefined }> {
-    const rt = this.runtime(ds.volumeId)
-    const seq = await this.writer.append(ds.volumeId, record, chunks)
-    const outcome = await rt.follower.waitApplied(seq)
+  /**
+   * Appends a record to its volume's log. At the volume's home this node's writer does it
+   * (durable, idempotent); elsewhere the record is sent to a node of the home site, which writes
+   * and applies it and answers with its position and outcome.
+   */
+  private async append(volumeId: string, record: VolumeRecord, chunks?: string[]): Promise<{ seq: number; outcome?: Outcome | undefined }> {
+    const vol = this.o.catalog.volume(volumeId)
+    if (!vol) throw FabricError.notFound(`volume ${volumeId} does not exist`)
+    if (vol.home === this.o.site) return { seq: await this.writer.append(volumeId, record, chunks) }
+    const request: ForwardRequest = { v: volumeId, r: record, ...(chunks?.length ? { c: chunks } : {}) }
+    let reply: ForwardReply
+    try {
+      reply = unpack<ForwardReply>(await this.o.bus().request(writeSubject(vol.home), pack(request), FORWARD_TIMEOUT_MS))
+    } catch (err) {
+      const why = err instanceof NoResponders ? 'no node of it is reachable' : FabricError.from(err).message
+      throw FabricError.unavailable(`volume ${vol.path} is homed at site ${vol.home}, which is unreachable from site ${this.o.site} (${why}); nothing was written`, {
+        cause: err,
+        details: { volume: vol.path, home: vol.home },
+      })
+    }
+    if (reply.e) throw new FabricError(reply.e.code, reply.e.message, { details: reply.e.details })
+    return { seq: reply.seq!, outcome: reply.e || reply.x === undefined ? undefined : { existed: reply.x } }
+  }
+
+  /** A write forwarded by a node of another site to this home site. */
+  private async serveForwarded(data: Uint8Array): Promise<Uint8Array> {
+    let reply: ForwardReply
+    try {
+      const { v, r, c } = unpack<ForwardRequest>(data)
+      const vol = this.o.catalog.volume(v)
+      if (!vol) throw FabricError.notFound(`volume ${v} does not exist at its home site ${this.o.site}`)
+      if (vol.home !== this.o.site) throw FabricError.failedPrecondition(`volume ${vol.path} is homed at ${vol.home}, not at ${this.o.site}`, { details: { volume: vol.path, home: vol.home } })
+      const rt = this.runtime(v)
+      const seq = await this.writer.append(v, r, c)
+      const outcome = await rt.follower.waitApplied(seq)
+      reply = outcome?.error ? { e: errorReply(outcome.error) } : { seq, ...(outcome?.existed !== undefined ? { x: outcome.existed } : {}) }
+    } catch (err) {
+      reply = { e: errorReply(FabricError.from(err)) }
+    }
+    return pack(reply)
+  }
+
+  /**
+   * Appends (here or at the volume's home) and waits until applied on this node, if this site
+   * holds the volume (read-your-writes); surfaces a failed condition.
+   */
+  private async write(target: DatasetEntry | VolumeEntry, record: VolumeRecord, chunks?: string[]): Promise<{ seq: number; outcome: Outcome | undefined }> {
+    const volumeId = 'volumeId' in target ? target.volumeId : target.id
+    const rt = this.volumes.get(volumeId)
+    const vol = this.o.catalog.volume(volumeId)
+    if (!rt && vol?.home === this.o.site) this.runtime(volumeId) // throws: not open yet
+    const { seq, outcome: forwarded } = await this.append(volumeId, record, chunks)
+    const outcome = forwarded ?? (rt && vol?.home === this.o.site ? await rt.follower.waitApplied(seq) : undefined)
     if (outcome?.error) throw outcome.error
+    // Written at the home: wait until this site's mirror has it too, so a read here sees it.
+    if (rt && vol?.home !== this.o.site) await rt.follower.waitApplied(seq)
     return { seq, outcome }
   }
 
@@ -184,14 +346,260 @@ export class DataPlane {
     return { ...(await this.runtime(ds.volumeId).applier.stat(ds.id)) }
   }
 
+  /** The volumes this node holds and how far it has applied them (for heartbeats). */
+  async held(): Promise<HeldVolume[]> {
+    const out: HeldVolume[] = []
+    for (const [id, rt] of this.volumes) {
+      const info = await this.o.logs().info(volumeStream(id)).catch(() => undefined)
+      out.push({
+        id,
+        applied: rt.follower.applied,
+        appliedTimeMs: rt.follower.appliedTimeMs,
+        logLast: info?.lastSeq ?? 0,
+        logLastTimeMs: info?.lastTimeMs ?? 0,
+        logBytes: info?.bytes ?? 0,
+      })
+    }
+    return out
+  }
+
+  /** Whether this node has the volume open (its site holds it). */
+  holds(volumeId: string): boolean {
+    return this.volumes.has(volumeId)
+  }
+
   async volumeStat(v: VolumeEntry): Promise<{ applied: number; lastSeq: number; logBytes: number; datasets: number; bytes: number }> {
+    const held = this.o.catalog.datasetsIn(v.id)
+    // A site that does not hold the volume has no copy to describe.
+    if (!this.o.catalog.holds(v)) return { applied: 0, lastSeq: 0, logBytes: 0, datasets: held.length, bytes: 0 }
     const rt = this.runtime(v.id)
     const [info, chunkInfo] = await Promise.all([this.o.logs().info(volumeStream(v.id)), this.o.logs().info(chunkStream(v.id))])
-    const held = this.o.catalog.datasetsIn(v.id)
     let bytes = 0
     for (const ds of held) bytes += (await rt.applier.stat(ds.id)).bytes
     // The log's bytes include its chunk stream: together they are what the volume holds in JetStream.
     return { applied: rt.follower.applied, lastSeq: info.lastSeq, logBytes: info.bytes + chunkInfo.bytes, datasets: held.length, bytes }
+  }
+
+  // ---- verification ----
+
+  /**
+   * Compares every site's copy of the volume's log with the home's: the rolling hash at the
+   * highest position both have one for, and the shape of each copy (gaps, a copy longer than the
+   * home's). Sites are asked across the leafnodes; one that does not answer is reported so.
+   */
+  async verify(volumePath: string): Promise<SiteVerification[]> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    const ask = async (site: string, at: number[]): Promise<VerifyReply | undefined> => {
+      try {
+        return unpack<VerifyReply>(await this.o.bus().request(verifySubject(site), pack({ v: v.id, at }), 5_000))
+      } catch {
+        return undefined
+      }
+    }
+    const home = await ask(v.home, [])
+    const homeHashes = new Map(home?.hashes ?? [])
+    if (home?.current) homeHashes.set(home.current[0], home.current[1])
+    const out: SiteVerification[] = []
+    for (const site of [v.home, ...v.replicas]) {
+      const isHome = site === v.home
+      const reply = isHome ? home : await ask(site, [...homeHashes.keys()])
+      const result: SiteVerification = {
+        site,
+        home: isHome,
+        reachable: reply !== undefined,
+        held: reply?.held ?? false,
+        applied: reply?.applied,
+        logFirst: reply?.log?.first,
+        logLast: reply?.log?.last,
+        logMessages: reply?.log?.messages,
+        comparedAt: undefined,
+        agrees: undefined,
+        divergedAt: undefined,
+        problems: [],
+      }
+      out.push(result)
+      if (!reply) {
+        result.problems.push(`no node of site ${site} answered`)
+        continue
+      }
+      if (!reply.held) {
+        result.problems.push(`site ${site} does not hold the volume (yet)`)
+        continue
+      }
+      const log = reply.log
+      if (log && log.last >= log.first && log.messages < log.last - log.first + 1) {
+        result.problems.push(`its copy of the log has gaps: ${log.last - log.first + 1 - log.messages} of positions ${log.first}..${log.last} are missing`)
+      }
+      if (!isHome && log && home?.log && log.last > home.log.last) {
+        result.problems.push(`its copy of the log ends at ${log.last}, after the home's (${home.log.last}): the home lost records`)
+      }
+      if (isHome) {
+        result.comparedAt = reply.current?.[0]
+        result.agrees = true
+        continue
+      }
+      const mine = new Map(reply.hashes ?? [])
+      if (reply.current) mine.set(reply.current[0], reply.current[1])
+      const common = [...mine.keys()].filter((seq) => homeHashes.has(seq)).sort((a, b) => a - b)
+      if (common.length === 0) {
+        result.problems.push('no position to compare at yet (the site and the home have no hashed position in common)')
+        continue
+      }
+      const differing = common.filter((seq) => mine.get(seq) !== homeHashes.get(seq))
+      result.comparedAt = common[common.length - 1]
+      result.agrees = differing.length === 0
+      if (differing.length > 0) {
+        result.divergedAt = differing[0]
+        result.problems.push(`its log differs from the home's at position ${differing[0]}${common[0]! < differing[0]! ? ` (the same up to ${Math.max(...common.filter((s) => s < differing[0]!))})` : ''}: re-seed it (fabric volume reseed ${v.path} at a node of ${site})`)
+      }
+    }
+    return out
+  }
+
+  /** Answers verify for this node's site. */
+  private async serveVerify(data: Uint8Array): Promise<Uint8Array> {
+    const { v, at } = unpack<{ v: string; at: number[] }>(data)
+    const rt = this.volumes.get(v)
+    const base = { site: this.o.site, node: this.o.writerId }
+    if (!rt) return pack({ ...base, held: false } satisfies VerifyReply)
+    const rolling = await rt.applier.rollingHash()
+    const hashes: Array<[number, string]> = []
+    const prefix = keys.volumeHashCheckpointPrefix(v)
+    for await (const [k, value] of this.o.store.entries({ gte: prefix, lt: keys.prefixEnd(prefix), reverse: true, limit: RECENT_CHECKPOINTS })) {
+      hashes.push([parseInt(k.slice(prefix.length), 16), hashHex(value)])
+    }
+    for (const seq of at ?? []) {
+      const raw = await this.o.store.get(keys.volumeHashCheckpoint(v, seq))
+      if (raw) hashes.push([seq, hashHex(raw)])
+    }
+    const info = await this.o.logs().info(volumeStream(v)).catch(() => undefined)
+    const reply: VerifyReply = {
+      ...base,
+      held: true,
+      applied: rt.follower.applied,
+      current: [rolling.seq, hashHex(rolling.hash)],
+      hashes,
+      ...(info ? { log: { first: info.firstSeq, last: info.lastSeq, messages: info.messages } } : {}),
+    }
+    return pack(reply)
+  }
+
+  /**
+   * Drops this site's copy of a volume (its log mirrors and everything applied from them) and
+   * takes it again from the home, from the start: the way back for a replica whose log
+   * diverged. The home's log is the reference, so the home cannot be re-seeded.
+   */
+  async reseed(volumePath: string): Promise<void> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    if (v.home === this.o.site) throw FabricError.failedPrecondition(`site ${this.o.site} is the home of ${v.path}: its log is the reference; re-seed the replicas instead`, { details: { volume: v.path } })
+    this.runtime(v.id)
+    await this.closeVolume(v.id, true)
+    const prefixes = [keys.volumePrefix(v.id), ...this.o.catalog.datasetsIn(v.id).map((d) => keys.datasetPrefix(d.id))]
+    for (const prefix of prefixes) {
+      let ops: BatchOp[] = []
+      for await (const [k] of this.o.store.entries({ gte: prefix, lt: keys.prefixEnd(prefix) })) {
+        ops.push({ type: 'del', key: k })
+        if (ops.length >= 1000) {
+          await this.o.store.batch(ops)
+          ops = []
+        }
+      }
+      await this.o.store.batch(ops, { sync: true })
+    }
+    this.o.log.warn({ volume: v.path }, 'volume dropped at this site; taking it again from its home')
+    await this.openVolume(v)
+  }
+
+  // ---- snapshots ----
+
+  /**
+   * Names the volume's current log position: a snapshot is a record in the volume's log, so it
+   * is one cut across all the volume's datasets, and every site that applies the log (also one
+   * offline when it was taken) places it at the same position. Taking one costs one record,
+   * whatever the volume's size.
+   */
+  async createSnapshot(volumePath: string, name: string): Promise<Snapshot> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    validateSnapshotName(name)
+    const { seq } = await this.write(v, { op: 'snap', name })
+    return { volume: v.path, name, seq, timeMs: Date.now() }
+  }
+
+  async deleteSnapshot(volumePath: string, name: string): Promise<void> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    validateSnapshotName(name)
+    await this.write(v, { op: 'snaprm', name })
+  }
+
+  /** The volume's snapshots as applied here, oldest first. */
+  async listSnapshots(volumePath: string): Promise<Snapshot[]> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    this.runtime(v.id)
+    const prefix = keys.snapshotPrefix(v.id)
+    const out: Snapshot[] = []
+    for await (const [k, value] of this.o.store.entries({ gte: prefix, lt: keys.prefixEnd(prefix) })) {
+      const s = unpack<StoredSnapshot>(value)
+      out.push({ volume: v.path, name: k.slice(prefix.length), seq: s.seq, timeMs: s.t })
+    }
+    return out.sort((a, b) => a.seq - b.seq)
+  }
+
+  /** A snapshot of the volume that holds `path` (a volume, dataset or file path). */
+  async snapshotFor(path: string, name: string): Promise<Snapshot> {
+    validateSnapshotName(name)
+    const v = this.o.catalog.volumeFor(path)
+    this.runtime(v.id)
+    const raw = await this.o.store.get(keys.snapshot(v.id, name))
+    if (!raw) throw FabricError.notFound(`snapshot ${name} of volume ${v.path} does not exist (at this site, yet)`, { details: { volume: v.path, snapshot: name } })
+    const s = unpack<StoredSnapshot>(raw)
+    return { volume: v.path, name, seq: s.seq, timeMs: s.t }
+  }
+
+  /**
+   * SHA-256 of the volume's content at a log position: every dataset (by its path inside the
+   * volume), its documents,
+   * files (name, size, content hash) and events up to the position, in a fixed order. The same
+   * log gives the same hash at every site.
+   */
+  async contentHash(volumePath: string, atSeq: number): Promise<string> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    this.runtime(v.id)
+    const h = createHash('sha256')
+    const field = (s: string | Uint8Array) => {
+      const b = typeof s === 'string' ? encoder.encode(s) : s
+      h.update(`${b.length}:`).update(b)
+    }
+    for (const ds of this.o.catalog.datasetsIn(v.id).sort((a, b) => (a.path < b.path ? -1 : 1))) {
+      // Relative to the volume, so that a clone of the volume elsewhere hashes the same.
+      field(v.path === '/' ? ds.path : ds.path.slice(v.path.length))
+      field(ds.kind)
+      if (ds.kind === 'table') {
+        const base = keys.tablePrefix(ds.id)
+        for await (const row of versionScan(this.o.store, base, base, keys.prefixEnd(base), atSeq, 0, (name, _seq, value) => {
+          const doc = unpack<StoredDoc>(value)
+          return doc.d ? { name, d: doc.d } : undefined
+        })) {
+          field(row.name)
+          field(row.d)
+        }
+      } else if (ds.kind === 'files') {
+        const base = keys.filePrefix(ds.id)
+        for await (const f of versionScan(this.o.store, base, base, keys.prefixEnd(base), atSeq, 0, (name, _seq, value) => {
+          const sf = unpack<StoredFile>(value)
+          return sf.sha ? { name, sha: sf.sha, size: sf.size! } : undefined
+        })) {
+          field(f.name)
+          field(`${f.size}:${f.sha}`)
+        }
+      } else {
+        const base = keys.eventPrefix(ds.id)
+        for await (const [k, value] of this.o.store.entries({ gte: base, lt: keys.event(ds.id, atSeq + 1) })) {
+          field(k.slice(base.length))
+          field(unpack<StoredEvent>(value).d)
+        }
+      }
+    }
+    return h.digest('hex')
   }
 
   // ---- tables ----
@@ -241,7 +649,8 @@ export class DataPlane {
    */
   async import(path: string, docs: AsyncIterable<{ key: string; json: string }>, window = 8): Promise<{ imported: number; batches: number; lastSeq: number }> {
     const ds = this.o.catalog.datasetAt(path, 'table')
-    const rt = this.runtime(ds.volumeId)
+    const rt = this.volumes.get(ds.volumeId)
+    if (!rt && this.o.catalog.volume(ds.volumeId)?.home === this.o.site) this.runtime(ds.volumeId)
     let imported = 0
     let batches = 0
     let lastSeq = 0
@@ -256,7 +665,7 @@ export class DataPlane {
       pendingBytes = 0
       seen.clear()
       batches++
-      inflight.push(this.writer.append(ds.volumeId, { op: 'batch', ds: ds.id, ops }))
+      inflight.push(this.append(ds.volumeId, { op: 'batch', ds: ds.id, ops }).then((r) => r.seq))
       if (inflight.length >= window) lastSeq = Math.max(lastSeq, await inflight.shift()!)
     }
     for await (const doc of docs) {
@@ -272,12 +681,13 @@ export class DataPlane {
     }
     await flush()
     for (const p of inflight) lastSeq = Math.max(lastSeq, await p)
-    if (lastSeq > 0) await rt.follower.waitApplied(lastSeq, 120_000)
+    if (lastSeq > 0 && rt) await rt.follower.waitApplied(lastSeq, 120_000)
     return { imported, batches, lastSeq }
   }
 
   async get(path: string, key: string, atSeq = 0): Promise<Row> {
     const ds = this.o.catalog.datasetAt(path, 'table')
+    if (!this.volumes.has(ds.volumeId)) this.runtime(ds.volumeId) // throws: not held here
     validateKey(key)
     const found = await this.versionAt(keys.tablePrefix(ds.id), ds.id, key, atSeq)
     const doc = found && unpack<StoredDoc>(found.value)
@@ -306,6 +716,7 @@ export class DataPlane {
   /** Documents in key order: by prefix, or in [from, to). Each key's newest version at atSeq. */
   async *scan(path: string, o: { prefix?: string; from?: string; to?: string; limit?: number; atSeq?: number }): AsyncGenerator<Row> {
     const ds = this.o.catalog.datasetAt(path, 'table')
+    this.runtime(ds.volumeId) // reads need this site to hold the volume
     if (o.prefix && (o.from || o.to)) throw FabricError.invalidArgument('scan takes a prefix or a from/to range, not both')
     const base = keys.tablePrefix(ds.id)
     const gte = `${base}${o.prefix || o.from || ''}`
@@ -328,7 +739,11 @@ export class DataPlane {
     const { ds, name } = this.o.catalog.fileAt(path)
     validateFileName(name, path)
     if (expect.sha256 && !/^[0-9a-f]{64}$/.test(expect.sha256)) throw FabricError.invalidArgument(`sha256 ${JSON.stringify(expect.sha256)} is not 64 lowercase hex digits`)
-    this.runtime(ds.volumeId) // the volume must be open here before anything is sent
+    const vol = this.o.catalog.volume(ds.volumeId)!
+    // At the home the volume must be open before anything is sent; elsewhere the chunks go to the
+    // home's chunk stream and are kept here only if this site holds the volume.
+    if (vol.home === this.o.site) this.runtime(ds.volumeId)
+    const keepHere = this.volumes.has(ds.volumeId)
     const whole = createHash('sha256')
     const chunks: string[] = []
     const sent = new Set<string>()
@@ -357,7 +772,7 @@ export class DataPlane {
         return
       }
       sent.add(h)
-      const stored = this.storeChunk(ds.volumeId, h, data, index)
+      const stored = this.storeChunk(ds.volumeId, h, data, keepHere ? index : undefined)
       stored.catch(() => undefined) // awaited below; an upload that fails first must not leave it unhandled
       inflight.push(stored)
       if (inflight.length >= UPLOAD_WINDOW) await inflight.shift()!
@@ -408,10 +823,22 @@ export class DataPlane {
    * it. Both are done before the file's commit is accepted, so every node that applies the commit
    * finds the chunk here or in the stream.
    */
-  private async storeChunk(volumeId: string, sha256: string, data: Uint8Array, index: BatchOp[]): Promise<void> {
-    const held = this.o.chunks.has(sha256)
-    const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.o.logs().append(chunkSubject(volumeId, sha256), data)])
-    index.push(...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) })
+  private async storeChunk(volumeId: string, sha256: string, data: Uint8Array, index: BatchOp[] | undefined): Promise<void> {
+    const held = !index || this.o.chunks.has(sha256)
+    const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.appendChunk(volumeId, sha256, data)])
+    index?.push(...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) })
+  }
+
+  /** Publishes a chunk to its volume's chunk stream, which lives at the volume's home. */
+  private async appendChunk(volumeId: string, sha256: string, data: Uint8Array): Promise<void> {
+    await this.o.logs().append(chunkSubject(volumeId, sha256), data).catch((err: unknown) => {
+      const vol = this.o.catalog.volume(volumeId)
+      if (!vol || vol.home === this.o.site) throw err
+      throw FabricError.unavailable(`volume ${vol.path} is homed at site ${vol.home}, which is unreachable from site ${this.o.site}; nothing was written`, {
+        cause: err,
+        details: { volume: vol.path, home: vol.home },
+      })
+    })
   }
 
   /** A chunk from a volume's chunk stream, for chunks this node does not hold (yet). */
@@ -419,8 +846,49 @@ export class DataPlane {
     return this.o.logs().last(chunkStream(volumeId), chunkSubject(volumeId, sha256))
   }
 
+  /**
+   * A chunk a file commit being applied refers to. At a replica site the chunk mirror can lag the
+   * log mirror: then ask the home's chunk stream, and failing that (link down) wait for the
+   * mirror, quietly, for a while; the follower retries after that.
+   */
+  private async awaitChunk(volumeId: string, sha256: string): Promise<Uint8Array | undefined> {
+    const home = this.o.catalog.volume(volumeId)?.home
+    const deadline = Date.now() + CHUNK_WAIT_MS
+    for (let attempt = 0; ; attempt++) {
+      const local = await this.fetchChunk(volumeId, sha256)
+      if (local || !home || home === this.o.site) return local
+      const remote = await this.o
+        .logsAt(home)
+        .last(chunkStream(volumeId), chunkSubject(volumeId, sha256))
+        .catch(() => undefined)
+      if (remote) return remote
+      if (Date.now() > deadline || this.stopping.signal.aborted) return undefined
+      if (attempt === 10) this.o.log.info({ volume: volumeId, chunk: sha256 }, 'waiting for a chunk to reach this site')
+      await new Promise((r) => setTimeout(r, Math.min(1_000, 50 * 2 ** attempt)))
+    }
+  }
+
+  /**
+   * Makes an earlier version of a file current again, as a new version (for restores): a commit
+   * that refers to chunks the volume's log already holds, so no byte is sent again. Every chunk
+   * must be one this volume has (it is checked here).
+   */
+  async recommitFile(path: string, version: { size: number; sha256: string; chunks: string[] }): Promise<number> {
+    const { ds, name } = this.o.catalog.fileAt(path)
+    validateFileName(name, path)
+    this.runtime(ds.volumeId)
+    for (const h of new Set(version.chunks)) {
+      if (this.o.store.getSync(keys.volumeChunk(ds.volumeId, h)) === undefined) {
+        throw FabricError.failedPrecondition(`chunk ${h} of ${path} is not held by volume ${this.o.catalog.volume(ds.volumeId)?.path}; upload the file instead`, { details: { path, chunk: h } })
+      }
+    }
+    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size: version.size, sha: version.sha256, chunks: version.chunks }, version.chunks)
+    return seq
+  }
+
   async statFile(path: string, atSeq = 0): Promise<FileMeta> {
     const { ds, name } = this.o.catalog.fileAt(path)
+    this.runtime(ds.volumeId) // reads need this site to hold the volume
     validateFileName(name, path)
     const found = await this.versionAt(keys.filePrefix(ds.id), ds.id, name, atSeq)
     const f = found && unpack<StoredFile>(found.value)
@@ -461,6 +929,7 @@ export class DataPlane {
   /** Files of a dataset, or under a directory in it, at atSeq. */
   async listFiles(path: string, atSeq = 0): Promise<FileMeta[]> {
     const { ds, name } = this.o.catalog.fileAt(path)
+    this.runtime(ds.volumeId) // reads need this site to hold the volume
     if (name) validateFileName(name, path)
     const base = keys.filePrefix(ds.id)
     const dir = name ? `${name}/` : ''
@@ -489,10 +958,12 @@ export class DataPlane {
     const ds = this.o.catalog.datasetAt(path, 'stream')
     if (events.length === 0) throw FabricError.invalidArgument('publish needs at least one event')
     const payloads = events.map((e, i) => checkJson(e, MAX_EVENT_BYTES, `event ${i + 1}`))
-    const rt = this.runtime(ds.volumeId)
-    // Appends are issued in order on one connection, so the log keeps this order.
-    const seqs = await Promise.all(payloads.map((d) => this.writer.append(ds.volumeId, { op: 'event', ds: ds.id, d })))
-    await rt.follower.waitApplied(Math.max(...seqs))
+    const rt = this.volumes.get(ds.volumeId)
+    if (!rt && this.o.catalog.volume(ds.volumeId)?.home === this.o.site) this.runtime(ds.volumeId)
+    // Appends are issued in order on one connection, so the log keeps this order (forwarded ones
+    // too: requests on one connection reach the home in order, and it appends them in order).
+    const seqs = await Promise.all(payloads.map(async (d) => (await this.append(ds.volumeId, { op: 'event', ds: ds.id, d })).seq))
+    if (rt) await rt.follower.waitApplied(Math.max(...seqs))
     return seqs
   }
 
@@ -500,8 +971,9 @@ export class DataPlane {
    * Events from a position or a time, then (with follow) new ones as they are applied, until
    * count events or the signal aborts.
    */
-  async *subscribe(path: string, o: { fromSeq?: number; sinceMs?: number; count?: number; follow?: boolean; signal?: AbortSignal }): AsyncGenerator<StreamEvent> {
+  async *subscribe(path: string, o: { fromSeq?: number; sinceMs?: number; count?: number; follow?: boolean; signal?: AbortSignal; toSeq?: number }): AsyncGenerator<StreamEvent> {
     const ds = this.o.catalog.datasetAt(path, 'stream')
+    this.runtime(ds.volumeId) // reads need this site to hold the volume
     let next = o.fromSeq ?? 0
     if (o.sinceMs !== undefined) {
       const tp = keys.eventTimePrefix(ds.id)
@@ -531,6 +1003,7 @@ export class DataPlane {
         let found = false
         for await (const [k, v] of this.o.store.entries({ gte: keys.event(ds.id, next), lt: keys.prefixEnd(base) })) {
           const seq = parseInt(k.slice(base.length), 16)
+          if (o.toSeq !== undefined && seq > o.toSeq) return
           const ev = unpack<StoredEvent>(v)
           yield { seq, json: decoder.decode(ev.d), timeMs: ev.t }
           found = true
@@ -547,6 +1020,15 @@ export class DataPlane {
       if (set.size === 0) this.eventListeners.delete(ds.id)
       o.signal?.removeEventListener('abort', abort)
     }
+  }
+}
+
+/** Snapshot names follow the rule of path segments. */
+function validateSnapshotName(name: string): void {
+  if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+    throw FabricError.invalidArgument(`snapshot name ${JSON.stringify(name)}: expected lowercase letters, digits, ".", "_" and "-", starting with a letter or digit, at most 63 characters`, {
+      details: { snapshot: String(name) },
+    })
   }
 }
 
@@ -592,4 +1074,8 @@ async function* versionScan<T>(store: Store, base: string, gte: string, lt: stri
   } finally {
     await it.close()
   }
+}
+
+function errorReply(e: FabricError): NonNullable<ForwardReply['e']> {
+  return { code: e.code, message: e.message, details: { ...e.details } }
 }

@@ -46,6 +46,7 @@ const MAX_KEPT_OUTCOMES = 100_000
 
 export class Follower {
   private appliedSeq = 0
+  private appliedTime = 0
   private regressionCount = 0
   private readonly controller = new AbortController()
   private running: Promise<void> | undefined
@@ -57,6 +58,11 @@ export class Follower {
 
   get applied(): number {
     return this.appliedSeq
+  }
+
+  /** JetStream time (ms) of the last record applied by this process; 0 before the first. */
+  get appliedTimeMs(): number {
+    return this.appliedTime
   }
 
   async start(): Promise<void> {
@@ -146,6 +152,7 @@ export class Follower {
     result.ops.push({ type: 'put', key: this.o.appliedKey, value: new TextEncoder().encode(String(last)) })
     await this.o.store.batch(result.ops, { sync: true })
     this.appliedSeq = last
+    this.appliedTime = fresh[fresh.length - 1]!.timeMs
     result.after?.()
     for (const [seq, outcome] of result.outcomes ?? []) this.outcomes.set(seq, outcome)
     while (this.outcomes.size > MAX_KEPT_OUTCOMES) this.outcomes.delete(this.outcomes.keys().next().value!)

@@ -6,3 +6,4 @@
 export { Follower, type Apply, type ApplyResult, type FollowerOptions, type Outcome } from './follower.ts'
 export { LogWriter, RETAIN_AFTER_ACK_MS, type WriterOptions } from './writer.ts'
 export * from './records.ts'
+export * from './hash.ts'

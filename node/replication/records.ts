@@ -30,6 +30,9 @@ export type VolumeRecord = Written &
     | { op: 'file'; ds: string; n: string; size: number; sha: string; chunks: string[] }
     | { op: 'fdel'; ds: string; n: string }
     | { op: 'event'; ds: string; d: Uint8Array }
+    /** A snapshot: the name of this very position of the volume's log. */
+    | { op: 'snap'; name: string }
+    | { op: 'snaprm'; name: string }
   )
 
 export interface VolumeEntry {
@@ -56,6 +59,7 @@ export type CatalogRecord =
   | { op: 'vol-'; id: string }
   | { op: 'ds+'; ds: DatasetEntry }
   | { op: 'ds-'; id: string }
+  | { op: 'vol~'; id: string; replicas: string[] }
 
 /**
  * One encoder for the process: its buffer grows to the largest record once and is reused, where

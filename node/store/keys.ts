@@ -5,11 +5,15 @@
  *   meta/wseq                         last writer sequence this node allocated
  *   outbox/<wseq>                     a write accepted here, kept until JetStream's copy is safe
  *   cat/applied                       catalog log position applied
+ *   cat/home                          the site whose catalog log this site mirrors (edges)
  *   cat/vol/<volumeId>                a volume record
  *   cat/ds/<datasetId>                a dataset record
  *   vol/<volumeId>/applied            volume log position applied
  *   vol/<volumeId>/w/<writerId>       last writer sequence applied from that writer
  *   vol/<volumeId>/c/<sha256>         the volume's log holds this chunk
+ *   vol/<volumeId>/s/<name>           a snapshot: its log position and time
+ *   vol/<volumeId>/hash               rolling hash of the log as applied (replication/hash.ts)
+ *   vol/<volumeId>/hc/<seq>           the rolling hash at a checkpoint position
  *   chunk/<sha256>                    where the chunk's bytes are in the pack files (chunks.ts);
  *                                     shared by every volume on the node
  *   ds/<datasetId>/stat               count, bytes, last write position
@@ -44,6 +48,7 @@ export const outbox = (wseq: number) => `outbox/${hex(wseq)}`
 export const outboxPrefix = 'outbox/'
 
 export const catalogApplied = 'cat/applied'
+export const catalogHome = 'cat/home'
 export const catalogVolume = (id: string) => `cat/vol/${id}`
 export const catalogVolumePrefix = 'cat/vol/'
 export const catalogDataset = (id: string) => `cat/ds/${id}`
@@ -52,10 +57,19 @@ export const catalogDatasetPrefix = 'cat/ds/'
 export const volumeApplied = (volumeId: string) => `vol/${volumeId}/applied`
 export const volumeWriter = (volumeId: string, writer: string) => `vol/${volumeId}/w/${writer}`
 export const volumeChunk = (volumeId: string, sha256: string) => `vol/${volumeId}/c/${sha256}`
+export const snapshot = (volumeId: string, name: string) => `vol/${volumeId}/s/${name}`
+export const volumeHash = (volumeId: string) => `vol/${volumeId}/hash`
+export const volumeHashCheckpoint = (volumeId: string, seq: number) => `vol/${volumeId}/hc/${hex(seq)}`
+export const volumeHashCheckpointPrefix = (volumeId: string) => `vol/${volumeId}/hc/`
+/** Every key of a volume's own state on this node (not its datasets'). */
+export const volumePrefix = (volumeId: string) => `vol/${volumeId}/`
+export const snapshotPrefix = (volumeId: string) => `vol/${volumeId}/s/`
 
 export const chunk = (sha256: string) => `chunk/${sha256}`
 
 export const datasetStat = (datasetId: string) => `ds/${datasetId}/stat`
+/** Every key of a dataset on this node. */
+export const datasetPrefix = (datasetId: string) => `ds/${datasetId}/`
 
 /**
  * The head of a table key or a file name: newest version, its size and whether it is live. Kept

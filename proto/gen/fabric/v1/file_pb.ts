@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/file.proto.
  */
 export const file_fabric_v1_file: GenFile = /*@__PURE__*/
-  fileDesc("ChRmYWJyaWMvdjEvZmlsZS5wcm90bxIJZmFicmljLnYxIpgBCghGaWxlSW5mbxIMCgRwYXRoGAEgASgJEg8KB2RhdGFzZXQYAiABKAkSDAoEc2l6ZRgDIAEoBBIOCgZzaGEyNTYYBCABKAkSDwoHdmVyc2lvbhgFIAEoBBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjaHVua3MYByABKA0iSQoNUHV0RmlsZUhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKARIAIgBARIOCgZzaGEyNTYYAyABKAlCBwoFX3NpemUiIAoOUHV0RmlsZVRyYWlsZXISDgoGc2hhMjU2GAEgASgJIoEBCg5QdXRGaWxlUmVxdWVzdBIqCgZoZWFkZXIYASABKAsyGC5mYWJyaWMudjEuUHV0RmlsZUhlYWRlckgAEg4KBGRhdGEYAiABKAxIABIsCgd0cmFpbGVyGAMgASgLMhkuZmFicmljLnYxLlB1dEZpbGVUcmFpbGVySABCBQoDbXNnIlEKD1B1dEZpbGVSZXNwb25zZRIhCgRmaWxlGAEgASgLMhMuZmFicmljLnYxLkZpbGVJbmZvEhsKE2NodW5rc19kZWR1cGxpY2F0ZWQYAiABKA0iLgoOR2V0RmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiTQoPR2V0RmlsZVJlc3BvbnNlEiMKBGluZm8YASABKAsyEy5mYWJyaWMudjEuRmlsZUluZm9IABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIjAKEExpc3RGaWxlc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQiNwoRTGlzdEZpbGVzUmVzcG9uc2USIgoFZmlsZXMYASADKAsyEy5mYWJyaWMudjEuRmlsZUluZm8iLwoPU3RhdEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGYXRfc2VxGAIgASgEIjUKEFN0YXRGaWxlUmVzcG9uc2USIQoEZmlsZRgBIAEoCzITLmZhYnJpYy52MS5GaWxlSW5mbyIhChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJIiUKEkRlbGV0ZUZpbGVSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEMtgCCgtGaWxlU2VydmljZRI+CgNQdXQSGS5mYWJyaWMudjEuUHV0RmlsZVJlcXVlc3QaGi5mYWJyaWMudjEuUHV0RmlsZVJlc3BvbnNlKAESPgoDR2V0EhkuZmFicmljLnYxLkdldEZpbGVSZXF1ZXN0GhouZmFicmljLnYxLkdldEZpbGVSZXNwb25zZTABEkEKBExpc3QSGy5mYWJyaWMudjEuTGlzdEZpbGVzUmVxdWVzdBocLmZhYnJpYy52MS5MaXN0RmlsZXNSZXNwb25zZRI/CgRTdGF0EhouZmFicmljLnYxLlN0YXRGaWxlUmVxdWVzdBobLmZhYnJpYy52MS5TdGF0RmlsZVJlc3BvbnNlEkUKBkRlbGV0ZRIcLmZhYnJpYy52MS5EZWxldGVGaWxlUmVxdWVzdBodLmZhYnJpYy52MS5EZWxldGVGaWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRmYWJyaWMvdjEvZmlsZS5wcm90bxIJZmFicmljLnYxIpgBCghGaWxlSW5mbxIMCgRwYXRoGAEgASgJEg8KB2RhdGFzZXQYAiABKAkSDAoEc2l6ZRgDIAEoBBIOCgZzaGEyNTYYBCABKAkSDwoHdmVyc2lvbhgFIAEoBBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjaHVua3MYByABKA0iSQoNUHV0RmlsZUhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKARIAIgBARIOCgZzaGEyNTYYAyABKAlCBwoFX3NpemUiIAoOUHV0RmlsZVRyYWlsZXISDgoGc2hhMjU2GAEgASgJIoEBCg5QdXRGaWxlUmVxdWVzdBIqCgZoZWFkZXIYASABKAsyGC5mYWJyaWMudjEuUHV0RmlsZUhlYWRlckgAEg4KBGRhdGEYAiABKAxIABIsCgd0cmFpbGVyGAMgASgLMhkuZmFicmljLnYxLlB1dEZpbGVUcmFpbGVySABCBQoDbXNnIlEKD1B1dEZpbGVSZXNwb25zZRIhCgRmaWxlGAEgASgLMhMuZmFicmljLnYxLkZpbGVJbmZvEhsKE2NodW5rc19kZWR1cGxpY2F0ZWQYAiABKA0iQwoOR2V0RmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQSEwoLYXRfc25hcHNob3QYAyABKAkiTQoPR2V0RmlsZVJlc3BvbnNlEiMKBGluZm8YASABKAsyEy5mYWJyaWMudjEuRmlsZUluZm9IABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIkUKEExpc3RGaWxlc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZhdF9zZXEYAiABKAQSEwoLYXRfc25hcHNob3QYAyABKAkiNwoRTGlzdEZpbGVzUmVzcG9uc2USIgoFZmlsZXMYASADKAsyEy5mYWJyaWMudjEuRmlsZUluZm8iRAoPU3RhdEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGYXRfc2VxGAIgASgEEhMKC2F0X3NuYXBzaG90GAMgASgJIjUKEFN0YXRGaWxlUmVzcG9uc2USIQoEZmlsZRgBIAEoCzITLmZhYnJpYy52MS5GaWxlSW5mbyIhChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJIiUKEkRlbGV0ZUZpbGVSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEMtgCCgtGaWxlU2VydmljZRI+CgNQdXQSGS5mYWJyaWMudjEuUHV0RmlsZVJlcXVlc3QaGi5mYWJyaWMudjEuUHV0RmlsZVJlc3BvbnNlKAESPgoDR2V0EhkuZmFicmljLnYxLkdldEZpbGVSZXF1ZXN0GhouZmFicmljLnYxLkdldEZpbGVSZXNwb25zZTABEkEKBExpc3QSGy5mYWJyaWMudjEuTGlzdEZpbGVzUmVxdWVzdBocLmZhYnJpYy52MS5MaXN0RmlsZXNSZXNwb25zZRI/CgRTdGF0EhouZmFicmljLnYxLlN0YXRGaWxlUmVxdWVzdBobLmZhYnJpYy52MS5TdGF0RmlsZVJlc3BvbnNlEkUKBkRlbGV0ZRIcLmZhYnJpYy52MS5EZWxldGVGaWxlUmVxdWVzdBodLmZhYnJpYy52MS5EZWxldGVGaWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.FileInfo
@@ -196,6 +196,13 @@ export type GetFileRequest = Message<"fabric.v1.GetFileRequest"> & {
    * @generated from field: uint64 at_seq = 2;
    */
   atSeq: bigint;
+
+  /**
+   * Read as of this snapshot of the path's volume (instead of at_seq).
+   *
+   * @generated from field: string at_snapshot = 3;
+   */
+  atSnapshot: string;
 };
 
 /**
@@ -249,6 +256,13 @@ export type ListFilesRequest = Message<"fabric.v1.ListFilesRequest"> & {
    * @generated from field: uint64 at_seq = 2;
    */
   atSeq: bigint;
+
+  /**
+   * Read as of this snapshot of the path's volume (instead of at_seq).
+   *
+   * @generated from field: string at_snapshot = 3;
+   */
+  atSnapshot: string;
 };
 
 /**
@@ -288,6 +302,13 @@ export type StatFileRequest = Message<"fabric.v1.StatFileRequest"> & {
    * @generated from field: uint64 at_seq = 2;
    */
   atSeq: bigint;
+
+  /**
+   * Read as of this snapshot of the path's volume (instead of at_seq).
+   *
+   * @generated from field: string at_snapshot = 3;
+   */
+  atSnapshot: string;
 };
 
 /**

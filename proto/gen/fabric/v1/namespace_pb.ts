@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ReplicationStatus } from "./site_pb.ts";
+import { file_fabric_v1_site } from "./site_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/namespace.proto.
  */
 export const file_fabric_v1_namespace: GenFile = /*@__PURE__*/
-  fileDesc("ChlmYWJyaWMvdjEvbmFtZXNwYWNlLnByb3RvEglmYWJyaWMudjEicgoGVm9sdW1lEgwKBHBhdGgYASABKAkSCgoCaWQYAiABKAkSDAoEaG9tZRgDIAEoCRIQCghyZXBsaWNhcxgEIAMoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJoCgtWb2x1bWVTdGF0cxITCgthcHBsaWVkX3NlcRgBIAEoBBIQCghsYXN0X3NlcRgCIAEoBBIRCglsb2dfYnl0ZXMYAyABKAQSEAoIZGF0YXNldHMYBCABKA0SDQoFYnl0ZXMYBSABKAQingEKB0RhdGFzZXQSDAoEcGF0aBgBIAEoCRIKCgJpZBgCIAEoCRIkCgRraW5kGAMgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEg4KBnZvbHVtZRgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJECgxEYXRhc2V0U3RhdHMSDQoFY291bnQYASABKAQSDQoFYnl0ZXMYAiABKAQSFgoObGFzdF93cml0ZV9zZXEYAyABKAQiQwoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJEgwKBGhvbWUYAiABKAkSEAoIcmVwbGljYXMYAyADKAkiOQoUQ3JlYXRlVm9sdW1lUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZSIUChJMaXN0Vm9sdW1lc1JlcXVlc3QiOQoTTGlzdFZvbHVtZXNSZXNwb25zZRIiCgd2b2x1bWVzGAEgAygLMhEuZmFicmljLnYxLlZvbHVtZSIgChBHZXRWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkiXQoRR2V0Vm9sdW1lUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZRIlCgVzdGF0cxgCIAEoCzIWLmZhYnJpYy52MS5Wb2x1bWVTdGF0cyIyChNEZWxldGVWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDQoFZm9yY2UYAiABKAgiMAoURGVsZXRlVm9sdW1lUmVzcG9uc2USGAoQZGF0YXNldHNfZGVsZXRlZBgBIAEoDSJfChRDcmVhdGVEYXRhc2V0UmVxdWVzdBIMCgRwYXRoGAEgASgJEiQKBGtpbmQYAiABKA4yFi5mYWJyaWMudjEuRGF0YXNldEtpbmQSEwoLZGVzY3JpcHRpb24YAyABKAkiPAoVQ3JlYXRlRGF0YXNldFJlc3BvbnNlEiMKB2RhdGFzZXQYASABKAsyEi5mYWJyaWMudjEuRGF0YXNldCIlChNMaXN0RGF0YXNldHNSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSI8ChRMaXN0RGF0YXNldHNSZXNwb25zZRIkCghkYXRhc2V0cxgBIAMoCzISLmZhYnJpYy52MS5EYXRhc2V0IiEKEUdldERhdGFzZXRSZXF1ZXN0EgwKBHBhdGgYASABKAkiYQoSR2V0RGF0YXNldFJlc3BvbnNlEiMKB2RhdGFzZXQYASABKAsyEi5mYWJyaWMudjEuRGF0YXNldBImCgVzdGF0cxgCIAEoCzIXLmZhYnJpYy52MS5EYXRhc2V0U3RhdHMiJAoURGVsZXRlRGF0YXNldFJlcXVlc3QSDAoEcGF0aBgBIAEoCSIXChVEZWxldGVEYXRhc2V0UmVzcG9uc2UqdAoLRGF0YXNldEtpbmQSHAoYREFUQVNFVF9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSREFUQVNFVF9LSU5EX1RBQkxFEAESFgoSREFUQVNFVF9LSU5EX0ZJTEVTEAISFwoTREFUQVNFVF9LSU5EX1NUUkVBTRADMo4FChBOYW1lc3BhY2VTZXJ2aWNlEk8KDENyZWF0ZVZvbHVtZRIeLmZhYnJpYy52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlEkwKC0xpc3RWb2x1bWVzEh0uZmFicmljLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBoeLmZhYnJpYy52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlEkYKCUdldFZvbHVtZRIbLmZhYnJpYy52MS5HZXRWb2x1bWVSZXF1ZXN0GhwuZmFicmljLnYxLkdldFZvbHVtZVJlc3BvbnNlEk8KDERlbGV0ZVZvbHVtZRIeLmZhYnJpYy52MS5EZWxldGVWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlElIKDUNyZWF0ZURhdGFzZXQSHy5mYWJyaWMudjEuQ3JlYXRlRGF0YXNldFJlcXVlc3QaIC5mYWJyaWMudjEuQ3JlYXRlRGF0YXNldFJlc3BvbnNlEk8KDExpc3REYXRhc2V0cxIeLmZhYnJpYy52MS5MaXN0RGF0YXNldHNSZXF1ZXN0Gh8uZmFicmljLnYxLkxpc3REYXRhc2V0c1Jlc3BvbnNlEkkKCkdldERhdGFzZXQSHC5mYWJyaWMudjEuR2V0RGF0YXNldFJlcXVlc3QaHS5mYWJyaWMudjEuR2V0RGF0YXNldFJlc3BvbnNlElIKDURlbGV0ZURhdGFzZXQSHy5mYWJyaWMudjEuRGVsZXRlRGF0YXNldFJlcXVlc3QaIC5mYWJyaWMudjEuRGVsZXRlRGF0YXNldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChlmYWJyaWMvdjEvbmFtZXNwYWNlLnByb3RvEglmYWJyaWMudjEicgoGVm9sdW1lEgwKBHBhdGgYASABKAkSCgoCaWQYAiABKAkSDAoEaG9tZRgDIAEoCRIQCghyZXBsaWNhcxgEIAMoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJoCgtWb2x1bWVTdGF0cxITCgthcHBsaWVkX3NlcRgBIAEoBBIQCghsYXN0X3NlcRgCIAEoBBIRCglsb2dfYnl0ZXMYAyABKAQSEAoIZGF0YXNldHMYBCABKA0SDQoFYnl0ZXMYBSABKAQingEKB0RhdGFzZXQSDAoEcGF0aBgBIAEoCRIKCgJpZBgCIAEoCRIkCgRraW5kGAMgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEg4KBnZvbHVtZRgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJECgxEYXRhc2V0U3RhdHMSDQoFY291bnQYASABKAQSDQoFYnl0ZXMYAiABKAQSFgoObGFzdF93cml0ZV9zZXEYAyABKAQiQwoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJEgwKBGhvbWUYAiABKAkSEAoIcmVwbGljYXMYAyADKAkiOQoUQ3JlYXRlVm9sdW1lUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZSIUChJMaXN0Vm9sdW1lc1JlcXVlc3QiOQoTTGlzdFZvbHVtZXNSZXNwb25zZRIiCgd2b2x1bWVzGAEgAygLMhEuZmFicmljLnYxLlZvbHVtZSIgChBHZXRWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkingEKEUdldFZvbHVtZVJlc3BvbnNlEiEKBnZvbHVtZRgBIAEoCzIRLmZhYnJpYy52MS5Wb2x1bWUSJQoFc3RhdHMYAiABKAsyFi5mYWJyaWMudjEuVm9sdW1lU3RhdHMSMQoLcmVwbGljYXRpb24YAyADKAsyHC5mYWJyaWMudjEuUmVwbGljYXRpb25TdGF0dXMSDAoEaGVsZBgEIAEoCCI6ChhTZXRWb2x1bWVSZXBsaWNhc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIQCghyZXBsaWNhcxgCIAMoCSI+ChlTZXRWb2x1bWVSZXBsaWNhc1Jlc3BvbnNlEiEKBnZvbHVtZRgBIAEoCzIRLmZhYnJpYy52MS5Wb2x1bWUiMgoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJEg0KBWZvcmNlGAIgASgIIjAKFERlbGV0ZVZvbHVtZVJlc3BvbnNlEhgKEGRhdGFzZXRzX2RlbGV0ZWQYASABKA0iXwoUQ3JlYXRlRGF0YXNldFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIkCgRraW5kGAIgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJIjwKFUNyZWF0ZURhdGFzZXRSZXNwb25zZRIjCgdkYXRhc2V0GAEgASgLMhIuZmFicmljLnYxLkRhdGFzZXQiJQoTTGlzdERhdGFzZXRzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiPAoUTGlzdERhdGFzZXRzUmVzcG9uc2USJAoIZGF0YXNldHMYASADKAsyEi5mYWJyaWMudjEuRGF0YXNldCIhChFHZXREYXRhc2V0UmVxdWVzdBIMCgRwYXRoGAEgASgJImEKEkdldERhdGFzZXRSZXNwb25zZRIjCgdkYXRhc2V0GAEgASgLMhIuZmFicmljLnYxLkRhdGFzZXQSJgoFc3RhdHMYAiABKAsyFy5mYWJyaWMudjEuRGF0YXNldFN0YXRzIiQKFERlbGV0ZURhdGFzZXRSZXF1ZXN0EgwKBHBhdGgYASABKAkiFwoVRGVsZXRlRGF0YXNldFJlc3BvbnNlIiMKE1ZlcmlmeVZvbHVtZVJlcXVlc3QSDAoEcGF0aBgBIAEoCSJCChRWZXJpZnlWb2x1bWVSZXNwb25zZRIqCgVzaXRlcxgBIAMoCzIbLmZhYnJpYy52MS5TaXRlVmVyaWZpY2F0aW9uIoUDChBTaXRlVmVyaWZpY2F0aW9uEgwKBHNpdGUYASABKAkSDAoEaG9tZRgCIAEoCBIRCglyZWFjaGFibGUYAyABKAgSDAoEaGVsZBgEIAEoCBIYCgthcHBsaWVkX3NlcRgFIAEoBEgAiAEBEhoKDWxvZ19maXJzdF9zZXEYBiABKARIAYgBARIZCgxsb2dfbGFzdF9zZXEYByABKARIAogBARIZCgxsb2dfbWVzc2FnZXMYCCABKARIA4gBARIYCgtjb21wYXJlZF9hdBgJIAEoBEgEiAEBEhMKBmFncmVlcxgKIAEoCEgFiAEBEhgKC2RpdmVyZ2VkX2F0GAsgASgESAaIAQESEAoIcHJvYmxlbXMYDCADKAlCDgoMX2FwcGxpZWRfc2VxQhAKDl9sb2dfZmlyc3Rfc2VxQg8KDV9sb2dfbGFzdF9zZXFCDwoNX2xvZ19tZXNzYWdlc0IOCgxfY29tcGFyZWRfYXRCCQoHX2FncmVlc0IOCgxfZGl2ZXJnZWRfYXQiIwoTUmVzZWVkVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJIhYKFFJlc2VlZFZvbHVtZVJlc3BvbnNlKnQKC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkRBVEFTRVRfS0lORF9UQUJMRRABEhYKEkRBVEFTRVRfS0lORF9GSUxFUxACEhcKE0RBVEFTRVRfS0lORF9TVFJFQU0QAzKQBwoQTmFtZXNwYWNlU2VydmljZRJPCgxDcmVhdGVWb2x1bWUSHi5mYWJyaWMudjEuQ3JlYXRlVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5DcmVhdGVWb2x1bWVSZXNwb25zZRJMCgtMaXN0Vm9sdW1lcxIdLmZhYnJpYy52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaHi5mYWJyaWMudjEuTGlzdFZvbHVtZXNSZXNwb25zZRJGCglHZXRWb2x1bWUSGy5mYWJyaWMudjEuR2V0Vm9sdW1lUmVxdWVzdBocLmZhYnJpYy52MS5HZXRWb2x1bWVSZXNwb25zZRJPCgxEZWxldGVWb2x1bWUSHi5mYWJyaWMudjEuRGVsZXRlVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5EZWxldGVWb2x1bWVSZXNwb25zZRJeChFTZXRWb2x1bWVSZXBsaWNhcxIjLmZhYnJpYy52MS5TZXRWb2x1bWVSZXBsaWNhc1JlcXVlc3QaJC5mYWJyaWMudjEuU2V0Vm9sdW1lUmVwbGljYXNSZXNwb25zZRJPCgxWZXJpZnlWb2x1bWUSHi5mYWJyaWMudjEuVmVyaWZ5Vm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5WZXJpZnlWb2x1bWVSZXNwb25zZRJPCgxSZXNlZWRWb2x1bWUSHi5mYWJyaWMudjEuUmVzZWVkVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5SZXNlZWRWb2x1bWVSZXNwb25zZRJSCg1DcmVhdGVEYXRhc2V0Eh8uZmFicmljLnYxLkNyZWF0ZURhdGFzZXRSZXF1ZXN0GiAuZmFicmljLnYxLkNyZWF0ZURhdGFzZXRSZXNwb25zZRJPCgxMaXN0RGF0YXNldHMSHi5mYWJyaWMudjEuTGlzdERhdGFzZXRzUmVxdWVzdBofLmZhYnJpYy52MS5MaXN0RGF0YXNldHNSZXNwb25zZRJJCgpHZXREYXRhc2V0EhwuZmFicmljLnYxLkdldERhdGFzZXRSZXF1ZXN0Gh0uZmFicmljLnYxLkdldERhdGFzZXRSZXNwb25zZRJSCg1EZWxldGVEYXRhc2V0Eh8uZmFicmljLnYxLkRlbGV0ZURhdGFzZXRSZXF1ZXN0GiAuZmFicmljLnYxLkRlbGV0ZURhdGFzZXRSZXNwb25zZWIGcHJvdG8z", [file_fabric_v1_site, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.Volume
@@ -278,9 +280,25 @@ export type GetVolumeResponse = Message<"fabric.v1.GetVolumeResponse"> & {
   volume?: Volume | undefined;
 
   /**
+   * This node's copy; all zero when its site does not hold the volume (see held).
+   *
    * @generated from field: fabric.v1.VolumeStats stats = 2;
    */
   stats?: VolumeStats | undefined;
+
+  /**
+   * Each site that holds the volume (home first) and how far it has got, as this node has heard.
+   *
+   * @generated from field: repeated fabric.v1.ReplicationStatus replication = 3;
+   */
+  replication: ReplicationStatus[];
+
+  /**
+   * Whether the answering node's site holds the volume.
+   *
+   * @generated from field: bool held = 4;
+   */
+  held: boolean;
 };
 
 /**
@@ -289,6 +307,45 @@ export type GetVolumeResponse = Message<"fabric.v1.GetVolumeResponse"> & {
  */
 export const GetVolumeResponseSchema: GenMessage<GetVolumeResponse> = /*@__PURE__*/
   messageDesc(file_fabric_v1_namespace, 9);
+
+/**
+ * @generated from message fabric.v1.SetVolumeReplicasRequest
+ */
+export type SetVolumeReplicasRequest = Message<"fabric.v1.SetVolumeReplicasRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: repeated string replicas = 2;
+   */
+  replicas: string[];
+};
+
+/**
+ * Describes the message fabric.v1.SetVolumeReplicasRequest.
+ * Use `create(SetVolumeReplicasRequestSchema)` to create a new message.
+ */
+export const SetVolumeReplicasRequestSchema: GenMessage<SetVolumeReplicasRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 10);
+
+/**
+ * @generated from message fabric.v1.SetVolumeReplicasResponse
+ */
+export type SetVolumeReplicasResponse = Message<"fabric.v1.SetVolumeReplicasResponse"> & {
+  /**
+   * @generated from field: fabric.v1.Volume volume = 1;
+   */
+  volume?: Volume | undefined;
+};
+
+/**
+ * Describes the message fabric.v1.SetVolumeReplicasResponse.
+ * Use `create(SetVolumeReplicasResponseSchema)` to create a new message.
+ */
+export const SetVolumeReplicasResponseSchema: GenMessage<SetVolumeReplicasResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 11);
 
 /**
  * @generated from message fabric.v1.DeleteVolumeRequest
@@ -310,7 +367,7 @@ export type DeleteVolumeRequest = Message<"fabric.v1.DeleteVolumeRequest"> & {
  * Use `create(DeleteVolumeRequestSchema)` to create a new message.
  */
 export const DeleteVolumeRequestSchema: GenMessage<DeleteVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 10);
+  messageDesc(file_fabric_v1_namespace, 12);
 
 /**
  * @generated from message fabric.v1.DeleteVolumeResponse
@@ -329,7 +386,7 @@ export type DeleteVolumeResponse = Message<"fabric.v1.DeleteVolumeResponse"> & {
  * Use `create(DeleteVolumeResponseSchema)` to create a new message.
  */
 export const DeleteVolumeResponseSchema: GenMessage<DeleteVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 11);
+  messageDesc(file_fabric_v1_namespace, 13);
 
 /**
  * @generated from message fabric.v1.CreateDatasetRequest
@@ -356,7 +413,7 @@ export type CreateDatasetRequest = Message<"fabric.v1.CreateDatasetRequest"> & {
  * Use `create(CreateDatasetRequestSchema)` to create a new message.
  */
 export const CreateDatasetRequestSchema: GenMessage<CreateDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 12);
+  messageDesc(file_fabric_v1_namespace, 14);
 
 /**
  * @generated from message fabric.v1.CreateDatasetResponse
@@ -373,7 +430,7 @@ export type CreateDatasetResponse = Message<"fabric.v1.CreateDatasetResponse"> &
  * Use `create(CreateDatasetResponseSchema)` to create a new message.
  */
 export const CreateDatasetResponseSchema: GenMessage<CreateDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 13);
+  messageDesc(file_fabric_v1_namespace, 15);
 
 /**
  * @generated from message fabric.v1.ListDatasetsRequest
@@ -392,7 +449,7 @@ export type ListDatasetsRequest = Message<"fabric.v1.ListDatasetsRequest"> & {
  * Use `create(ListDatasetsRequestSchema)` to create a new message.
  */
 export const ListDatasetsRequestSchema: GenMessage<ListDatasetsRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 14);
+  messageDesc(file_fabric_v1_namespace, 16);
 
 /**
  * @generated from message fabric.v1.ListDatasetsResponse
@@ -409,7 +466,7 @@ export type ListDatasetsResponse = Message<"fabric.v1.ListDatasetsResponse"> & {
  * Use `create(ListDatasetsResponseSchema)` to create a new message.
  */
 export const ListDatasetsResponseSchema: GenMessage<ListDatasetsResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 15);
+  messageDesc(file_fabric_v1_namespace, 17);
 
 /**
  * @generated from message fabric.v1.GetDatasetRequest
@@ -426,7 +483,7 @@ export type GetDatasetRequest = Message<"fabric.v1.GetDatasetRequest"> & {
  * Use `create(GetDatasetRequestSchema)` to create a new message.
  */
 export const GetDatasetRequestSchema: GenMessage<GetDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 16);
+  messageDesc(file_fabric_v1_namespace, 18);
 
 /**
  * @generated from message fabric.v1.GetDatasetResponse
@@ -448,7 +505,7 @@ export type GetDatasetResponse = Message<"fabric.v1.GetDatasetResponse"> & {
  * Use `create(GetDatasetResponseSchema)` to create a new message.
  */
 export const GetDatasetResponseSchema: GenMessage<GetDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 17);
+  messageDesc(file_fabric_v1_namespace, 19);
 
 /**
  * @generated from message fabric.v1.DeleteDatasetRequest
@@ -465,7 +522,7 @@ export type DeleteDatasetRequest = Message<"fabric.v1.DeleteDatasetRequest"> & {
  * Use `create(DeleteDatasetRequestSchema)` to create a new message.
  */
 export const DeleteDatasetRequestSchema: GenMessage<DeleteDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 18);
+  messageDesc(file_fabric_v1_namespace, 20);
 
 /**
  * @generated from message fabric.v1.DeleteDatasetResponse
@@ -478,7 +535,159 @@ export type DeleteDatasetResponse = Message<"fabric.v1.DeleteDatasetResponse"> &
  * Use `create(DeleteDatasetResponseSchema)` to create a new message.
  */
 export const DeleteDatasetResponseSchema: GenMessage<DeleteDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_fabric_v1_namespace, 19);
+  messageDesc(file_fabric_v1_namespace, 21);
+
+/**
+ * @generated from message fabric.v1.VerifyVolumeRequest
+ */
+export type VerifyVolumeRequest = Message<"fabric.v1.VerifyVolumeRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message fabric.v1.VerifyVolumeRequest.
+ * Use `create(VerifyVolumeRequestSchema)` to create a new message.
+ */
+export const VerifyVolumeRequestSchema: GenMessage<VerifyVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 22);
+
+/**
+ * @generated from message fabric.v1.VerifyVolumeResponse
+ */
+export type VerifyVolumeResponse = Message<"fabric.v1.VerifyVolumeResponse"> & {
+  /**
+   * The home first, then the replica sites.
+   *
+   * @generated from field: repeated fabric.v1.SiteVerification sites = 1;
+   */
+  sites: SiteVerification[];
+};
+
+/**
+ * Describes the message fabric.v1.VerifyVolumeResponse.
+ * Use `create(VerifyVolumeResponseSchema)` to create a new message.
+ */
+export const VerifyVolumeResponseSchema: GenMessage<VerifyVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 23);
+
+/**
+ * @generated from message fabric.v1.SiteVerification
+ */
+export type SiteVerification = Message<"fabric.v1.SiteVerification"> & {
+  /**
+   * @generated from field: string site = 1;
+   */
+  site: string;
+
+  /**
+   * @generated from field: bool home = 2;
+   */
+  home: boolean;
+
+  /**
+   * A node of the site answered.
+   *
+   * @generated from field: bool reachable = 3;
+   */
+  reachable: boolean;
+
+  /**
+   * The site holds the volume.
+   *
+   * @generated from field: bool held = 4;
+   */
+  held: boolean;
+
+  /**
+   * @generated from field: optional uint64 applied_seq = 5;
+   */
+  appliedSeq?: bigint | undefined;
+
+  /**
+   * The site's copy of the log: first and last position and how many records it has.
+   *
+   * @generated from field: optional uint64 log_first_seq = 6;
+   */
+  logFirstSeq?: bigint | undefined;
+
+  /**
+   * @generated from field: optional uint64 log_last_seq = 7;
+   */
+  logLastSeq?: bigint | undefined;
+
+  /**
+   * @generated from field: optional uint64 log_messages = 8;
+   */
+  logMessages?: bigint | undefined;
+
+  /**
+   * The highest position at which both this site and the home have a rolling hash.
+   *
+   * @generated from field: optional uint64 compared_at = 9;
+   */
+  comparedAt?: bigint | undefined;
+
+  /**
+   * Whether the hashes there (and at every earlier common position) agree.
+   *
+   * @generated from field: optional bool agrees = 10;
+   */
+  agrees?: boolean | undefined;
+
+  /**
+   * The first common position where they differ.
+   *
+   * @generated from field: optional uint64 diverged_at = 11;
+   */
+  divergedAt?: bigint | undefined;
+
+  /**
+   * What is wrong, in words (empty when nothing is).
+   *
+   * @generated from field: repeated string problems = 12;
+   */
+  problems: string[];
+};
+
+/**
+ * Describes the message fabric.v1.SiteVerification.
+ * Use `create(SiteVerificationSchema)` to create a new message.
+ */
+export const SiteVerificationSchema: GenMessage<SiteVerification> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 24);
+
+/**
+ * @generated from message fabric.v1.ReseedVolumeRequest
+ */
+export type ReseedVolumeRequest = Message<"fabric.v1.ReseedVolumeRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message fabric.v1.ReseedVolumeRequest.
+ * Use `create(ReseedVolumeRequestSchema)` to create a new message.
+ */
+export const ReseedVolumeRequestSchema: GenMessage<ReseedVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 25);
+
+/**
+ * @generated from message fabric.v1.ReseedVolumeResponse
+ */
+export type ReseedVolumeResponse = Message<"fabric.v1.ReseedVolumeResponse"> & {
+};
+
+/**
+ * Describes the message fabric.v1.ReseedVolumeResponse.
+ * Use `create(ReseedVolumeResponseSchema)` to create a new message.
+ */
+export const ReseedVolumeResponseSchema: GenMessage<ReseedVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 26);
 
 /**
  * @generated from enum fabric.v1.DatasetKind
@@ -557,6 +766,40 @@ export const NamespaceService: GenService<{
     methodKind: "unary";
     input: typeof DeleteVolumeRequestSchema;
     output: typeof DeleteVolumeResponseSchema;
+  },
+  /**
+   * SetVolumeReplicas sets the sites that hold a copy of the volume besides its home. A new
+   * replica site catches up from the start of the log; a removed one drops its copy.
+   *
+   * @generated from rpc fabric.v1.NamespaceService.SetVolumeReplicas
+   */
+  setVolumeReplicas: {
+    methodKind: "unary";
+    input: typeof SetVolumeReplicasRequestSchema;
+    output: typeof SetVolumeReplicasResponseSchema;
+  },
+  /**
+   * VerifyVolume asks every site that holds the volume for the rolling hash of its copy of the
+   * log and compares it with the home's: divergence (e.g. a JetStream store restored with fewer
+   * messages) shows as a position where the hashes differ, or as gaps in a copy.
+   *
+   * @generated from rpc fabric.v1.NamespaceService.VerifyVolume
+   */
+  verifyVolume: {
+    methodKind: "unary";
+    input: typeof VerifyVolumeRequestSchema;
+    output: typeof VerifyVolumeResponseSchema;
+  },
+  /**
+   * ReseedVolume drops the answering node's copy of the volume (log mirrors and applied state)
+   * and takes it again from the home, from the start. Refused at the home site.
+   *
+   * @generated from rpc fabric.v1.NamespaceService.ReseedVolume
+   */
+  reseedVolume: {
+    methodKind: "unary";
+    input: typeof ReseedVolumeRequestSchema;
+    output: typeof ReseedVolumeResponseSchema;
   },
   /**
    * @generated from rpc fabric.v1.NamespaceService.CreateDataset

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/stream.proto.
  */
 export const file_fabric_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("ChZmYWJyaWMvdjEvc3RyZWFtLnByb3RvEglmYWJyaWMudjEiTAoFRXZlbnQSCwoDc2VxGAEgASgEEgwKBGpzb24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLgoOUHVibGlzaFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZldmVudHMYAiADKAkiHwoPUHVibGlzaFJlc3BvbnNlEgwKBHNlcXMYASADKAQifAoQU3Vic2NyaWJlUmVxdWVzdBIMCgRwYXRoGAEgASgJEhAKCGZyb21fc2VxGAIgASgEEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVjb3VudBgEIAEoBBIOCgZmb2xsb3cYBSABKAgyjwEKDVN0cmVhbVNlcnZpY2USQAoHUHVibGlzaBIZLmZhYnJpYy52MS5QdWJsaXNoUmVxdWVzdBoaLmZhYnJpYy52MS5QdWJsaXNoUmVzcG9uc2USPAoJU3Vic2NyaWJlEhsuZmFicmljLnYxLlN1YnNjcmliZVJlcXVlc3QaEC5mYWJyaWMudjEuRXZlbnQwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChZmYWJyaWMvdjEvc3RyZWFtLnByb3RvEglmYWJyaWMudjEiTAoFRXZlbnQSCwoDc2VxGAEgASgEEgwKBGpzb24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLgoOUHVibGlzaFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZldmVudHMYAiADKAkiHwoPUHVibGlzaFJlc3BvbnNlEgwKBHNlcXMYASADKAQikQEKEFN1YnNjcmliZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIQCghmcm9tX3NlcRgCIAEoBBIpCgVzaW5jZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFY291bnQYBCABKAQSDgoGZm9sbG93GAUgASgIEhMKC2F0X3NuYXBzaG90GAYgASgJMo8BCg1TdHJlYW1TZXJ2aWNlEkAKB1B1Ymxpc2gSGS5mYWJyaWMudjEuUHVibGlzaFJlcXVlc3QaGi5mYWJyaWMudjEuUHVibGlzaFJlc3BvbnNlEjwKCVN1YnNjcmliZRIbLmZhYnJpYy52MS5TdWJzY3JpYmVSZXF1ZXN0GhAuZmFicmljLnYxLkV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.Event
@@ -120,6 +120,13 @@ export type SubscribeRequest = Message<"fabric.v1.SubscribeRequest"> & {
    * @generated from field: bool follow = 5;
    */
   follow: boolean;
+
+  /**
+   * Only events up to this snapshot of the stream's volume (then the call ends; no follow).
+   *
+   * @generated from field: string at_snapshot = 6;
+   */
+  atSnapshot: string;
 };
 
 /**
