@@ -191,7 +191,8 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   // Worse: the log loses records *and positions* (the stream comes back shorter than what this
   // node applied). The follower notices, resumes at the log's end instead of skipping what comes
   // next, and the outbox fills the log again.
-  onRegression = () => restarted.recover(() => true, undefined, { includeAcked: true })
+  const appliedBeforeLoss = a.follower.applied
+  onRegression = () => restarted.padTo(volumeId, appliedBeforeLoss).then(() => restarted.recover(() => true, undefined, { includeAcked: true }))
   await jsm.streams.delete(volumeStream(volumeId))
   await logs.ensure(volumeStream(volumeId), volumeSubject(volumeId))
   await nats.restart()
@@ -200,6 +201,9 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   const next = await restarted.append(volumeId, { op: 'put', ds: 'd1', k: 'after-loss', d: new TextEncoder().encode('{"new":true}') })
   await a.follower.waitApplied(next)
   t.equal((await a.applier.stat('d1')).count, 21, 'a write after the loss is applied, not skipped; none applied twice')
+  // ...at a position of its own: the log was padded past every position applied before the
+  // loss, so no version written after it lands where an earlier one is stored.
+  t.ok(next > appliedBeforeLoss, `the write after the loss is at ${next}, after the ${appliedBeforeLoss} positions applied before it`)
   restarted.stop()
   await a.close()
 })

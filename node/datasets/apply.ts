@@ -338,6 +338,8 @@ export class VolumeApplier {
           ops.push({ type: 'del', key })
           break
         }
+        case 'nop':
+          break
         default:
           this.log.warn({ volume: this.volumeId, seq: m.seq, op: (r as { op: string }).op }, 'unknown record ignored (written by a newer node?)')
       }

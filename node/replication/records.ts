@@ -33,7 +33,16 @@ export type VolumeRecord = Written &
     /** A snapshot: the name of this very position of the volume's log. */
     | { op: 'snap'; name: string }
     | { op: 'snaprm'; name: string }
+    /** Fills a position and changes nothing (see LogWriter.padTo). */
+    | { op: 'nop' }
   )
+
+export interface SnapshotSchedule {
+  /** A cron expression (node-cron: 5 or 6 fields), evaluated in UTC. */
+  cron: string
+  /** Scheduled snapshots kept; older ones are removed after each new one. */
+  keep: number
+}
 
 export interface VolumeEntry {
   id: string
@@ -41,6 +50,7 @@ export interface VolumeEntry {
   home: string
   replicas: string[]
   createdMs: number
+  schedule?: SnapshotSchedule
 }
 
 export type DatasetKind = 'table' | 'files' | 'stream'
@@ -60,6 +70,7 @@ export type CatalogRecord =
   | { op: 'ds+'; ds: DatasetEntry }
   | { op: 'ds-'; id: string }
   | { op: 'vol~'; id: string; replicas: string[] }
+  | { op: 'sched'; id: string; schedule: SnapshotSchedule | null }
 
 /**
  * One encoder for the process: its buffer grows to the largest record once and is reused, where

@@ -128,6 +128,27 @@ export class LogWriter {
     return seq
   }
 
+  /**
+   * Appends no-op records until the volume's log has reached position `seq`. After JetStream lost
+   * the tail of a log this node had applied (a nats-server 2.9 killed before it synced), new
+   * records would otherwise take positions that records applied before the loss have, here and at
+   * replicas whose mirrors got them: versions and events are stored by position, so they would
+   * overwrite each other. Padding first keeps every position meaning one record.
+   */
+  async padTo(volumeId: string, seq: number): Promise<number> {
+    const nop = encodeRecord({ op: 'nop' })
+    let last = 0
+    let added = 0
+    while (last < seq) {
+      const window = Math.min(256, Math.max(1, seq - last))
+      const seqs = await Promise.all(Array.from({ length: window }, () => this.o.logs().append(volumeSubject(volumeId), nop)))
+      last = Math.max(...seqs)
+      added += window
+    }
+    this.o.log.warn({ volume: volumeId, upTo: last, records: added }, 'the log was padded past the positions it had lost')
+    return last
+  }
+
   /** Group commit: writes queued while an fsync runs share the next one. */
   private persist(ops: BatchOp[]): Promise<void> {
     return new Promise((resolve, reject) => {
