@@ -2,8 +2,10 @@
 // @generated from file fabric/v1/snapshot.proto (package fabric.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { DatasetKind, Volume } from "./namespace_pb.ts";
+import { file_fabric_v1_namespace } from "./namespace_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/snapshot.proto.
  */
 export const file_fabric_v1_snapshot: GenFile = /*@__PURE__*/
-  fileDesc("ChhmYWJyaWMvdjEvc25hcHNob3QucHJvdG8SCWZhYnJpYy52MSJ7CghTbmFwc2hvdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCRILCgNzZXEYAyABKAQSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY29udGVudF9oYXNoGAUgASgJIjUKFUNyZWF0ZVNuYXBzaG90UmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCSI/ChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEiUKCHNuYXBzaG90GAEgASgLMhMuZmFicmljLnYxLlNuYXBzaG90IiYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCSI/ChVMaXN0U25hcHNob3RzUmVzcG9uc2USJgoJc25hcHNob3RzGAEgAygLMhMuZmFicmljLnYxLlNuYXBzaG90IkgKEkdldFNuYXBzaG90UmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCRIUCgxjb250ZW50X2hhc2gYAyABKAgiPAoTR2V0U25hcHNob3RSZXNwb25zZRIlCghzbmFwc2hvdBgBIAEoCzITLmZhYnJpYy52MS5TbmFwc2hvdCI1ChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEgwKBG5hbWUYAiABKAkiGAoWRGVsZXRlU25hcHNob3RSZXNwb25zZTLhAgoPU25hcHNob3RTZXJ2aWNlElUKDkNyZWF0ZVNuYXBzaG90EiAuZmFicmljLnYxLkNyZWF0ZVNuYXBzaG90UmVxdWVzdBohLmZhYnJpYy52MS5DcmVhdGVTbmFwc2hvdFJlc3BvbnNlElIKDUxpc3RTbmFwc2hvdHMSHy5mYWJyaWMudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaIC5mYWJyaWMudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlEkwKC0dldFNuYXBzaG90Eh0uZmFicmljLnYxLkdldFNuYXBzaG90UmVxdWVzdBoeLmZhYnJpYy52MS5HZXRTbmFwc2hvdFJlc3BvbnNlElUKDkRlbGV0ZVNuYXBzaG90EiAuZmFicmljLnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBohLmZhYnJpYy52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChhmYWJyaWMvdjEvc25hcHNob3QucHJvdG8SCWZhYnJpYy52MSKSAQoIU25hcHNob3QSDgoGdm9sdW1lGAEgASgJEgwKBG5hbWUYAiABKAkSCwoDc2VxGAMgASgEEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGNvbnRlbnRfaGFzaBgFIAEoCRIVCg1wb3J0YWJsZV9oYXNoGAYgASgJIjUKFUNyZWF0ZVNuYXBzaG90UmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCSI/ChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEiUKCHNuYXBzaG90GAEgASgLMhMuZmFicmljLnYxLlNuYXBzaG90IiYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCSI/ChVMaXN0U25hcHNob3RzUmVzcG9uc2USJgoJc25hcHNob3RzGAEgAygLMhMuZmFicmljLnYxLlNuYXBzaG90IkgKEkdldFNuYXBzaG90UmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCRIUCgxjb250ZW50X2hhc2gYAyABKAgiPAoTR2V0U25hcHNob3RSZXNwb25zZRIlCghzbmFwc2hvdBgBIAEoCzITLmZhYnJpYy52MS5TbmFwc2hvdCI1ChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEgwKBG5hbWUYAiABKAkiGAoWRGVsZXRlU25hcHNob3RSZXNwb25zZSJ5ChREaWZmU25hcHNob3RzUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSFQoNZnJvbV9zbmFwc2hvdBgCIAEoCRITCgt0b19zbmFwc2hvdBgDIAEoCRIPCgdkYXRhc2V0GAQgASgJEhQKDHN1bW1hcnlfb25seRgFIAEoCCKVAQoVRGlmZlNuYXBzaG90c1Jlc3BvbnNlEiUKBXJhbmdlGAEgASgLMhQuZmFicmljLnYxLkRpZmZSYW5nZUgAEiMKBmNoYW5nZRgCIAEoCzIRLmZhYnJpYy52MS5DaGFuZ2VIABIpCgdkYXRhc2V0GAMgASgLMhYuZmFicmljLnYxLkRhdGFzZXREaWZmSABCBQoDbXNnImkKCURpZmZSYW5nZRIOCgZ2b2x1bWUYASABKAkSFQoNZnJvbV9zbmFwc2hvdBgCIAEoCRIQCghmcm9tX3NlcRgDIAEoBBITCgt0b19zbmFwc2hvdBgEIAEoCRIOCgZ0b19zZXEYBSABKAQiwgEKBkNoYW5nZRIPCgdkYXRhc2V0GAEgASgJEiMKBGtpbmQYAiABKA4yFS5mYWJyaWMudjEuQ2hhbmdlS2luZBIMCgRuYW1lGAMgASgJEhQKDGZyb21fdmVyc2lvbhgEIAEoBBISCgp0b192ZXJzaW9uGAUgASgEEhEKCWZyb21fc2l6ZRgGIAEoBBIPCgd0b19zaXplGAcgASgEEhMKC2Zyb21fc2hhMjU2GAggASgJEhEKCXRvX3NoYTI1NhgJIAEoCSKLAQoLRGF0YXNldERpZmYSDwoHZGF0YXNldBgBIAEoCRIkCgRraW5kGAIgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEg0KBWFkZGVkGAMgASgEEg8KB2NoYW5nZWQYBCABKAQSDwoHcmVtb3ZlZBgFIAEoBBIUCgxldmVudHNfYWRkZWQYBiABKAQi2AEKDkRhdGFzZXRDaGFuZ2VzEg8KB2RhdGFzZXQYASABKAkSJAoEa2luZBgCIAEoDjIWLmZhYnJpYy52MS5EYXRhc2V0S2luZBIPCgdjcmVhdGVkGAMgASgIEhAKCGtleXNfcHV0GAQgASgEEhQKDGtleXNfZGVsZXRlZBgFIAEoBBIRCglmaWxlc19wdXQYBiABKAQSFQoNZmlsZXNfZGVsZXRlZBgHIAEoBBIXCg9ldmVudHNfYXBwZW5kZWQYCCABKAQSEwoLZXZlbnRzX2tlcHQYCSABKAQiRwoWUmVzdG9yZVNuYXBzaG90UmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdkYXRhc2V0GAMgASgJIoMBChdSZXN0b3JlU25hcHNob3RSZXNwb25zZRIlCghzbmFwc2hvdBgBIAEoCzITLmZhYnJpYy52MS5TbmFwc2hvdBIrCghkYXRhc2V0cxgCIAMoCzIZLmZhYnJpYy52MS5EYXRhc2V0Q2hhbmdlcxIUCgxsYXN0X3ZlcnNpb24YAyABKAQiaAoUQ2xvbmVTbmFwc2hvdFJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKbmV3X3ZvbHVtZRgDIAEoCRIMCgRob21lGAQgASgJEhAKCHJlcGxpY2FzGAUgAygJIpsBChVDbG9uZVNuYXBzaG90UmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZRIrCghkYXRhc2V0cxgCIAMoCzIZLmZhYnJpYy52MS5EYXRhc2V0Q2hhbmdlcxIVCg1wb3J0YWJsZV9oYXNoGAMgASgJEhsKE2Nsb25lX3BvcnRhYmxlX2hhc2gYBCABKAkiNQoVRXhwb3J0U25hcHNob3RSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIMCgRuYW1lGAIgASgJIlcKFkV4cG9ydFNuYXBzaG90UmVzcG9uc2USJgoEaW5mbxgBIAEoCzIWLmZhYnJpYy52MS5BcmNoaXZlSW5mb0gAEg4KBGRhdGEYAiABKAxIAEIFCgNtc2ci0wEKC0FyY2hpdmVJbmZvEg4KBnZvbHVtZRgBIAEoCRIQCghzbmFwc2hvdBgCIAEoCRILCgNzZXEYAyABKAQSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY29udGVudF9oYXNoGAUgASgJEhUKDXBvcnRhYmxlX2hhc2gYBiABKAkSEAoIZGF0YXNldHMYByABKA0SDwoHZW50cmllcxgIIAEoDRIVCg1wYXlsb2FkX2J5dGVzGAkgASgEIjQKFEltcG9ydFNuYXBzaG90SGVhZGVyEg4KBnZvbHVtZRgBIAEoCRIMCgRzaXplGAIgASgEImEKFUltcG9ydFNuYXBzaG90UmVxdWVzdBIxCgZoZWFkZXIYASABKAsyHy5mYWJyaWMudjEuSW1wb3J0U25hcHNob3RIZWFkZXJIABIOCgRkYXRhGAIgASgMSABCBQoDbXNnIpYBChZJbXBvcnRTbmFwc2hvdFJlc3BvbnNlEicKB2FyY2hpdmUYASABKAsyFi5mYWJyaWMudjEuQXJjaGl2ZUluZm8SKwoIZGF0YXNldHMYAiADKAsyGS5mYWJyaWMudjEuRGF0YXNldENoYW5nZXMSFQoNcG9ydGFibGVfaGFzaBgDIAEoCRIPCgdtYXRjaGVzGAQgASgIKnIKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFDSEFOR0VfS0lORF9BRERFRBABEhcKE0NIQU5HRV9LSU5EX0NIQU5HRUQQAhIXChNDSEFOR0VfS0lORF9SRU1PVkVEEAMylwYKD1NuYXBzaG90U2VydmljZRJVCg5DcmVhdGVTbmFwc2hvdBIgLmZhYnJpYy52MS5DcmVhdGVTbmFwc2hvdFJlcXVlc3QaIS5mYWJyaWMudjEuQ3JlYXRlU25hcHNob3RSZXNwb25zZRJSCg1MaXN0U25hcHNob3RzEh8uZmFicmljLnYxLkxpc3RTbmFwc2hvdHNSZXF1ZXN0GiAuZmFicmljLnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZRJMCgtHZXRTbmFwc2hvdBIdLmZhYnJpYy52MS5HZXRTbmFwc2hvdFJlcXVlc3QaHi5mYWJyaWMudjEuR2V0U25hcHNob3RSZXNwb25zZRJVCg5EZWxldGVTbmFwc2hvdBIgLmZhYnJpYy52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaIS5mYWJyaWMudjEuRGVsZXRlU25hcHNob3RSZXNwb25zZRJUCg1EaWZmU25hcHNob3RzEh8uZmFicmljLnYxLkRpZmZTbmFwc2hvdHNSZXF1ZXN0GiAuZmFicmljLnYxLkRpZmZTbmFwc2hvdHNSZXNwb25zZTABElgKD1Jlc3RvcmVTbmFwc2hvdBIhLmZhYnJpYy52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiIuZmFicmljLnYxLlJlc3RvcmVTbmFwc2hvdFJlc3BvbnNlElIKDUNsb25lU25hcHNob3QSHy5mYWJyaWMudjEuQ2xvbmVTbmFwc2hvdFJlcXVlc3QaIC5mYWJyaWMudjEuQ2xvbmVTbmFwc2hvdFJlc3BvbnNlElcKDkV4cG9ydFNuYXBzaG90EiAuZmFicmljLnYxLkV4cG9ydFNuYXBzaG90UmVxdWVzdBohLmZhYnJpYy52MS5FeHBvcnRTbmFwc2hvdFJlc3BvbnNlMAESVwoOSW1wb3J0U25hcHNob3QSIC5mYWJyaWMudjEuSW1wb3J0U25hcHNob3RSZXF1ZXN0GiEuZmFicmljLnYxLkltcG9ydFNuYXBzaG90UmVzcG9uc2UoAWIGcHJvdG8z", [file_fabric_v1_namespace, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.Snapshot
@@ -41,12 +43,22 @@ export type Snapshot = Message<"fabric.v1.Snapshot"> & {
   createdAt?: Timestamp | undefined;
 
   /**
-   * SHA-256 (hex) of the volume's content at seq: datasets by path, their documents, files and
-   * events; the same at every site. Set only when asked for.
+   * SHA-256 (hex) of the volume's content at seq: datasets by path inside the volume, their
+   * documents, files and events with the events' log positions; the same at every site. Set only
+   * when asked for.
    *
    * @generated from field: string content_hash = 5;
    */
   contentHash: string;
+
+  /**
+   * Like content_hash but without log positions (events count by their order in the stream): the
+   * same for a clone of the snapshot or an import of its archive, whose positions differ. It is
+   * not equal to content_hash: compare it only with other portable hashes. Set only when asked for.
+   *
+   * @generated from field: string portable_hash = 6;
+   */
+  portableHash: string;
 };
 
 /**
@@ -144,6 +156,8 @@ export type GetSnapshotRequest = Message<"fabric.v1.GetSnapshotRequest"> & {
   name: string;
 
   /**
+   * Also compute content_hash and portable_hash.
+   *
    * @generated from field: bool content_hash = 3;
    */
   contentHash: boolean;
@@ -209,10 +223,691 @@ export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = 
   messageDesc(file_fabric_v1_snapshot, 8);
 
 /**
- * SnapshotService names consistent points of a volume's log. A snapshot is a record in the
- * volume's log, taken at the volume's home (requests elsewhere are forwarded there): one cut
- * across all the volume's tables, files and streams, at the same position at every site that
- * holds the volume. Reads at a snapshot use at_snapshot on the read calls.
+ * @generated from message fabric.v1.DiffSnapshotsRequest
+ */
+export type DiffSnapshotsRequest = Message<"fabric.v1.DiffSnapshotsRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * The older side: a snapshot name.
+   *
+   * @generated from field: string from_snapshot = 2;
+   */
+  fromSnapshot: string;
+
+  /**
+   * The newer side: a snapshot name, or empty for the volume's current state (as applied on the
+   * answering node when the diff starts).
+   *
+   * @generated from field: string to_snapshot = 3;
+   */
+  toSnapshot: string;
+
+  /**
+   * Only this dataset (a dataset path in the volume); empty: every dataset of the volume.
+   *
+   * @generated from field: string dataset = 4;
+   */
+  dataset: string;
+
+  /**
+   * Only the per-dataset counts, no Change messages.
+   *
+   * @generated from field: bool summary_only = 5;
+   */
+  summaryOnly: boolean;
+};
+
+/**
+ * Describes the message fabric.v1.DiffSnapshotsRequest.
+ * Use `create(DiffSnapshotsRequestSchema)` to create a new message.
+ */
+export const DiffSnapshotsRequestSchema: GenMessage<DiffSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 9);
+
+/**
+ * @generated from message fabric.v1.DiffSnapshotsResponse
+ */
+export type DiffSnapshotsResponse = Message<"fabric.v1.DiffSnapshotsResponse"> & {
+  /**
+   * @generated from oneof fabric.v1.DiffSnapshotsResponse.msg
+   */
+  msg: {
+    /**
+     * First message: the positions compared.
+     *
+     * @generated from field: fabric.v1.DiffRange range = 1;
+     */
+    value: DiffRange;
+    case: "range";
+  } | {
+    /**
+     * @generated from field: fabric.v1.Change change = 2;
+     */
+    value: Change;
+    case: "change";
+  } | {
+    /**
+     * After a dataset's changes: its counts.
+     *
+     * @generated from field: fabric.v1.DatasetDiff dataset = 3;
+     */
+    value: DatasetDiff;
+    case: "dataset";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message fabric.v1.DiffSnapshotsResponse.
+ * Use `create(DiffSnapshotsResponseSchema)` to create a new message.
+ */
+export const DiffSnapshotsResponseSchema: GenMessage<DiffSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 10);
+
+/**
+ * @generated from message fabric.v1.DiffRange
+ */
+export type DiffRange = Message<"fabric.v1.DiffRange"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: string from_snapshot = 2;
+   */
+  fromSnapshot: string;
+
+  /**
+   * @generated from field: uint64 from_seq = 3;
+   */
+  fromSeq: bigint;
+
+  /**
+   * Empty when the newer side is the current state.
+   *
+   * @generated from field: string to_snapshot = 4;
+   */
+  toSnapshot: string;
+
+  /**
+   * @generated from field: uint64 to_seq = 5;
+   */
+  toSeq: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.DiffRange.
+ * Use `create(DiffRangeSchema)` to create a new message.
+ */
+export const DiffRangeSchema: GenMessage<DiffRange> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 11);
+
+/**
+ * One key of a table or one file of a files dataset that differs between the two sides.
+ *
+ * @generated from message fabric.v1.Change
+ */
+export type Change = Message<"fabric.v1.Change"> & {
+  /**
+   * @generated from field: string dataset = 1;
+   */
+  dataset: string;
+
+  /**
+   * @generated from field: fabric.v1.ChangeKind kind = 2;
+   */
+  kind: ChangeKind;
+
+  /**
+   * The table key, or the file's name in its dataset.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Version (log position) on each side; 0 where it does not exist.
+   *
+   * @generated from field: uint64 from_version = 4;
+   */
+  fromVersion: bigint;
+
+  /**
+   * @generated from field: uint64 to_version = 5;
+   */
+  toVersion: bigint;
+
+  /**
+   * Files only: size and SHA-256 on each side.
+   *
+   * @generated from field: uint64 from_size = 6;
+   */
+  fromSize: bigint;
+
+  /**
+   * @generated from field: uint64 to_size = 7;
+   */
+  toSize: bigint;
+
+  /**
+   * @generated from field: string from_sha256 = 8;
+   */
+  fromSha256: string;
+
+  /**
+   * @generated from field: string to_sha256 = 9;
+   */
+  toSha256: string;
+};
+
+/**
+ * Describes the message fabric.v1.Change.
+ * Use `create(ChangeSchema)` to create a new message.
+ */
+export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 12);
+
+/**
+ * @generated from message fabric.v1.DatasetDiff
+ */
+export type DatasetDiff = Message<"fabric.v1.DatasetDiff"> & {
+  /**
+   * @generated from field: string dataset = 1;
+   */
+  dataset: string;
+
+  /**
+   * @generated from field: fabric.v1.DatasetKind kind = 2;
+   */
+  kind: DatasetKind;
+
+  /**
+   * Keys or files.
+   *
+   * @generated from field: uint64 added = 3;
+   */
+  added: bigint;
+
+  /**
+   * @generated from field: uint64 changed = 4;
+   */
+  changed: bigint;
+
+  /**
+   * @generated from field: uint64 removed = 5;
+   */
+  removed: bigint;
+
+  /**
+   * Streams only: events appended between the two sides (streams are append-only).
+   *
+   * @generated from field: uint64 events_added = 6;
+   */
+  eventsAdded: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.DatasetDiff.
+ * Use `create(DatasetDiffSchema)` to create a new message.
+ */
+export const DatasetDiffSchema: GenMessage<DatasetDiff> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 13);
+
+/**
+ * What an operation did to one dataset.
+ *
+ * @generated from message fabric.v1.DatasetChanges
+ */
+export type DatasetChanges = Message<"fabric.v1.DatasetChanges"> & {
+  /**
+   * @generated from field: string dataset = 1;
+   */
+  dataset: string;
+
+  /**
+   * @generated from field: fabric.v1.DatasetKind kind = 2;
+   */
+  kind: DatasetKind;
+
+  /**
+   * The dataset was created by the operation (clone, import).
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
+
+  /**
+   * @generated from field: uint64 keys_put = 4;
+   */
+  keysPut: bigint;
+
+  /**
+   * @generated from field: uint64 keys_deleted = 5;
+   */
+  keysDeleted: bigint;
+
+  /**
+   * @generated from field: uint64 files_put = 6;
+   */
+  filesPut: bigint;
+
+  /**
+   * @generated from field: uint64 files_deleted = 7;
+   */
+  filesDeleted: bigint;
+
+  /**
+   * @generated from field: uint64 events_appended = 8;
+   */
+  eventsAppended: bigint;
+
+  /**
+   * Restore: events appended to the stream since the snapshot, which stay (streams are
+   * append-only). Import: events the stream held already, so they were not appended again.
+   *
+   * @generated from field: uint64 events_kept = 9;
+   */
+  eventsKept: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.DatasetChanges.
+ * Use `create(DatasetChangesSchema)` to create a new message.
+ */
+export const DatasetChangesSchema: GenMessage<DatasetChanges> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 14);
+
+/**
+ * @generated from message fabric.v1.RestoreSnapshotRequest
+ */
+export type RestoreSnapshotRequest = Message<"fabric.v1.RestoreSnapshotRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Only this dataset (a dataset path in the volume); empty: every dataset of the volume.
+   *
+   * @generated from field: string dataset = 3;
+   */
+  dataset: string;
+};
+
+/**
+ * Describes the message fabric.v1.RestoreSnapshotRequest.
+ * Use `create(RestoreSnapshotRequestSchema)` to create a new message.
+ */
+export const RestoreSnapshotRequestSchema: GenMessage<RestoreSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 15);
+
+/**
+ * @generated from message fabric.v1.RestoreSnapshotResponse
+ */
+export type RestoreSnapshotResponse = Message<"fabric.v1.RestoreSnapshotResponse"> & {
+  /**
+   * @generated from field: fabric.v1.Snapshot snapshot = 1;
+   */
+  snapshot?: Snapshot | undefined;
+
+  /**
+   * @generated from field: repeated fabric.v1.DatasetChanges datasets = 2;
+   */
+  datasets: DatasetChanges[];
+
+  /**
+   * The position of the last record the restore wrote; 0 when it wrote nothing.
+   *
+   * @generated from field: uint64 last_version = 3;
+   */
+  lastVersion: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.RestoreSnapshotResponse.
+ * Use `create(RestoreSnapshotResponseSchema)` to create a new message.
+ */
+export const RestoreSnapshotResponseSchema: GenMessage<RestoreSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 16);
+
+/**
+ * @generated from message fabric.v1.CloneSnapshotRequest
+ */
+export type CloneSnapshotRequest = Message<"fabric.v1.CloneSnapshotRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The volume to create; it must not exist.
+   *
+   * @generated from field: string new_volume = 3;
+   */
+  newVolume: string;
+
+  /**
+   * Home site of the new volume (default: the answering node's site).
+   *
+   * @generated from field: string home = 4;
+   */
+  home: string;
+
+  /**
+   * @generated from field: repeated string replicas = 5;
+   */
+  replicas: string[];
+};
+
+/**
+ * Describes the message fabric.v1.CloneSnapshotRequest.
+ * Use `create(CloneSnapshotRequestSchema)` to create a new message.
+ */
+export const CloneSnapshotRequestSchema: GenMessage<CloneSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 17);
+
+/**
+ * @generated from message fabric.v1.CloneSnapshotResponse
+ */
+export type CloneSnapshotResponse = Message<"fabric.v1.CloneSnapshotResponse"> & {
+  /**
+   * @generated from field: fabric.v1.Volume volume = 1;
+   */
+  volume?: Volume | undefined;
+
+  /**
+   * @generated from field: repeated fabric.v1.DatasetChanges datasets = 2;
+   */
+  datasets: DatasetChanges[];
+
+  /**
+   * Portable hash of the source snapshot.
+   *
+   * @generated from field: string portable_hash = 3;
+   */
+  portableHash: string;
+
+  /**
+   * Portable hash of the clone once written; empty when the answering node's site does not hold
+   * the new volume (it cannot read it).
+   *
+   * @generated from field: string clone_portable_hash = 4;
+   */
+  clonePortableHash: string;
+};
+
+/**
+ * Describes the message fabric.v1.CloneSnapshotResponse.
+ * Use `create(CloneSnapshotResponseSchema)` to create a new message.
+ */
+export const CloneSnapshotResponseSchema: GenMessage<CloneSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 18);
+
+/**
+ * @generated from message fabric.v1.ExportSnapshotRequest
+ */
+export type ExportSnapshotRequest = Message<"fabric.v1.ExportSnapshotRequest"> & {
+  /**
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message fabric.v1.ExportSnapshotRequest.
+ * Use `create(ExportSnapshotRequestSchema)` to create a new message.
+ */
+export const ExportSnapshotRequestSchema: GenMessage<ExportSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 19);
+
+/**
+ * @generated from message fabric.v1.ExportSnapshotResponse
+ */
+export type ExportSnapshotResponse = Message<"fabric.v1.ExportSnapshotResponse"> & {
+  /**
+   * @generated from oneof fabric.v1.ExportSnapshotResponse.msg
+   */
+  msg: {
+    /**
+     * First message: what the archive holds (from its manifest).
+     *
+     * @generated from field: fabric.v1.ArchiveInfo info = 1;
+     */
+    value: ArchiveInfo;
+    case: "info";
+  } | {
+    /**
+     * Then the archive's bytes, in order.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message fabric.v1.ExportSnapshotResponse.
+ * Use `create(ExportSnapshotResponseSchema)` to create a new message.
+ */
+export const ExportSnapshotResponseSchema: GenMessage<ExportSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 20);
+
+/**
+ * The summary of an archive's manifest.
+ *
+ * @generated from message fabric.v1.ArchiveInfo
+ */
+export type ArchiveInfo = Message<"fabric.v1.ArchiveInfo"> & {
+  /**
+   * The volume and snapshot it was exported from.
+   *
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: string snapshot = 2;
+   */
+  snapshot: string;
+
+  /**
+   * @generated from field: uint64 seq = 3;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string content_hash = 5;
+   */
+  contentHash: string;
+
+  /**
+   * @generated from field: string portable_hash = 6;
+   */
+  portableHash: string;
+
+  /**
+   * @generated from field: uint32 datasets = 7;
+   */
+  datasets: number;
+
+  /**
+   * Entries after the manifest.
+   *
+   * @generated from field: uint32 entries = 8;
+   */
+  entries: number;
+
+  /**
+   * Bytes of the entries' content (the archive adds headers and padding).
+   *
+   * @generated from field: uint64 payload_bytes = 9;
+   */
+  payloadBytes: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.ArchiveInfo.
+ * Use `create(ArchiveInfoSchema)` to create a new message.
+ */
+export const ArchiveInfoSchema: GenMessage<ArchiveInfo> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 21);
+
+/**
+ * @generated from message fabric.v1.ImportSnapshotHeader
+ */
+export type ImportSnapshotHeader = Message<"fabric.v1.ImportSnapshotHeader"> & {
+  /**
+   * The volume to import into; it must exist.
+   *
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * The archive's size in bytes, if known: a stream that ends short of it is refused.
+   *
+   * @generated from field: uint64 size = 2;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.ImportSnapshotHeader.
+ * Use `create(ImportSnapshotHeaderSchema)` to create a new message.
+ */
+export const ImportSnapshotHeaderSchema: GenMessage<ImportSnapshotHeader> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 22);
+
+/**
+ * @generated from message fabric.v1.ImportSnapshotRequest
+ */
+export type ImportSnapshotRequest = Message<"fabric.v1.ImportSnapshotRequest"> & {
+  /**
+   * @generated from oneof fabric.v1.ImportSnapshotRequest.msg
+   */
+  msg: {
+    /**
+     * @generated from field: fabric.v1.ImportSnapshotHeader header = 1;
+     */
+    value: ImportSnapshotHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message fabric.v1.ImportSnapshotRequest.
+ * Use `create(ImportSnapshotRequestSchema)` to create a new message.
+ */
+export const ImportSnapshotRequestSchema: GenMessage<ImportSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 23);
+
+/**
+ * @generated from message fabric.v1.ImportSnapshotResponse
+ */
+export type ImportSnapshotResponse = Message<"fabric.v1.ImportSnapshotResponse"> & {
+  /**
+   * @generated from field: fabric.v1.ArchiveInfo archive = 1;
+   */
+  archive?: ArchiveInfo | undefined;
+
+  /**
+   * @generated from field: repeated fabric.v1.DatasetChanges datasets = 2;
+   */
+  datasets: DatasetChanges[];
+
+  /**
+   * Portable hash of the archive's datasets as they are now in the target volume.
+   *
+   * @generated from field: string portable_hash = 3;
+   */
+  portableHash: string;
+
+  /**
+   * portable_hash equals the archive's: the import is complete and nothing else changed them.
+   *
+   * @generated from field: bool matches = 4;
+   */
+  matches: boolean;
+};
+
+/**
+ * Describes the message fabric.v1.ImportSnapshotResponse.
+ * Use `create(ImportSnapshotResponseSchema)` to create a new message.
+ */
+export const ImportSnapshotResponseSchema: GenMessage<ImportSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_snapshot, 24);
+
+/**
+ * @generated from enum fabric.v1.ChangeKind
+ */
+export enum ChangeKind {
+  /**
+   * @generated from enum value: CHANGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_ADDED = 1;
+   */
+  ADDED = 1,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_CHANGED = 2;
+   */
+  CHANGED = 2,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_REMOVED = 3;
+   */
+  REMOVED = 3,
+}
+
+/**
+ * Describes the enum fabric.v1.ChangeKind.
+ */
+export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
+  enumDesc(file_fabric_v1_snapshot, 0);
+
+/**
+ * SnapshotService names consistent points of a volume's log and works with them. A snapshot is a
+ * record in the volume's log, taken at the volume's home (requests elsewhere are forwarded there):
+ * one cut across all the volume's tables, files and streams, at the same position at every site
+ * that holds the volume. Reads at a snapshot use at_snapshot on the read calls.
+ *
+ * Diff, restore, clone and export read the volume on the answering node, so its site must hold
+ * the volume; what they write (restore, clone, import) goes through the volume's log like any
+ * write and so reaches every site. See docs/snapshots.md.
  *
  * @generated from service fabric.v1.SnapshotService
  */
@@ -236,7 +931,7 @@ export const SnapshotService: GenService<{
     output: typeof ListSnapshotsResponseSchema;
   },
   /**
-   * GetSnapshot returns one snapshot; with content_hash, also the hash of the volume's content
+   * GetSnapshot returns one snapshot; with content_hash, also the hashes of the volume's content
    * at it (reads the whole volume at that position).
    *
    * @generated from rpc fabric.v1.SnapshotService.GetSnapshot
@@ -253,6 +948,66 @@ export const SnapshotService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSnapshotRequestSchema;
     output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * DiffSnapshots streams what changed between two snapshots (or a snapshot and the current
+   * state): first the range, then per dataset its changed keys and files, then the dataset's
+   * counts. A key or file counts as changed when its content differs, not when it was only
+   * written again with the same content.
+   *
+   * @generated from rpc fabric.v1.SnapshotService.DiffSnapshots
+   */
+  diffSnapshots: {
+    methodKind: "server_streaming";
+    input: typeof DiffSnapshotsRequestSchema;
+    output: typeof DiffSnapshotsResponseSchema;
+  },
+  /**
+   * RestoreSnapshot makes the current state of the volume's tables and files (or of one dataset)
+   * equal to the snapshot's, with new log entries. Streams are append-only and left as they are.
+   * Restoring again to the same snapshot writes nothing.
+   *
+   * @generated from rpc fabric.v1.SnapshotService.RestoreSnapshot
+   */
+  restoreSnapshot: {
+    methodKind: "unary";
+    input: typeof RestoreSnapshotRequestSchema;
+    output: typeof RestoreSnapshotResponseSchema;
+  },
+  /**
+   * CloneSnapshot creates a new volume holding the snapshot's content: every dataset at the same
+   * path relative to the new volume, with its kind and description. The clone gets a snapshot of
+   * the same name at the position where it is complete.
+   *
+   * @generated from rpc fabric.v1.SnapshotService.CloneSnapshot
+   */
+  cloneSnapshot: {
+    methodKind: "unary";
+    input: typeof CloneSnapshotRequestSchema;
+    output: typeof CloneSnapshotResponseSchema;
+  },
+  /**
+   * ExportSnapshot streams a self-contained archive of the snapshot (a tar: manifest.json first,
+   * then the datasets' payloads). The same snapshot always gives the same bytes.
+   *
+   * @generated from rpc fabric.v1.SnapshotService.ExportSnapshot
+   */
+  exportSnapshot: {
+    methodKind: "server_streaming";
+    input: typeof ExportSnapshotRequestSchema;
+    output: typeof ExportSnapshotResponseSchema;
+  },
+  /**
+   * ImportSnapshot takes an archive made by ExportSnapshot (header first, then the bytes), checks
+   * every hash in it before writing anything, then makes the archive's datasets in the target
+   * volume hold exactly the archive's content (creating missing datasets).
+   *
+   * @generated from rpc fabric.v1.SnapshotService.ImportSnapshot
+   */
+  importSnapshot: {
+    methodKind: "client_streaming";
+    input: typeof ImportSnapshotRequestSchema;
+    output: typeof ImportSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fabric_v1_snapshot, 0);
