@@ -33,6 +33,8 @@ function statusJson(s: GetStatusResponse) {
       domain: s.nats?.domain ?? '',
       restarts: s.nats?.restarts ?? 0,
       jetstreamBytes: s.nats?.jetstreamBytes ?? 0n,
+      role: s.nats?.role ?? '',
+      leafnodeUrl: s.nats?.leafnodeUrl ?? '',
     },
     storage: { dataDir: s.storage?.dataDir ?? '', bytesUsed: s.storage?.bytesUsed ?? 0n, storeBytes: s.storage?.storeBytes ?? 0n },
   }
@@ -51,6 +53,7 @@ function statusTable(s: GetStatusResponse): string {
     ['nats server', j.nats.serverVersion ? `v${j.nats.serverVersion}` : '-'],
     ['jetstream', j.nats.jetstream ? `on, domain ${j.nats.domain || '-'}, ${formatBytes(j.nats.jetstreamBytes)} stored` : 'unavailable'],
     ['nats restarts', String(j.nats.restarts)],
+    ['site role', `${j.nats.role || 'standalone'}${j.nats.leafnodeUrl ? `, edges dial ${j.nats.leafnodeUrl}` : ''}`],
     ['data dir', j.storage.dataDir],
     ['disk used', `${formatBytes(j.storage.bytesUsed)} (store ${formatBytes(j.storage.storeBytes)})`],
   ])

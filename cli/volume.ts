@@ -10,7 +10,14 @@ import { lagText, replicationJson } from './site.ts'
 
 type Common = { server: string; output: OutputFormat }
 
-const volumeJson = (v: Volume | undefined) => ({ path: v?.path ?? '', id: v?.id ?? '', home: v?.home ?? '', replicas: v?.replicas ?? [], createdAt: iso(v?.createdAt) })
+export const volumeJson = (v: Volume | undefined) => ({
+  path: v?.path ?? '',
+  id: v?.id ?? '',
+  home: v?.home ?? '',
+  replicas: v?.replicas ?? [],
+  createdAt: iso(v?.createdAt),
+  schedule: v?.snapshotCron ? { cron: v.snapshotCron, keep: v.snapshotKeep } : null,
+})
 
 const KIND_NAMES: Record<string, DatasetKind> = { table: DatasetKind.TABLE, files: DatasetKind.FILES, stream: DatasetKind.STREAM }
 const kindName = (k: DatasetKind) => Object.entries(KIND_NAMES).find(([, v]) => v === k)?.[0] ?? 'unknown'
@@ -131,6 +138,15 @@ export function volumeCommand(): Command {
       if (!o.yes) await confirm(`Drop this node's copy of ${path} and take it again from its home?`, 'reseed')
       await withClient(NamespaceService, o.server, (c) => c.reseedVolume({ path }))
       writeLine(`volume ${path}: dropped here; catching up from its home (see fabric volume stat ${path})`)
+    })
+  cmd
+    .command('gc <path>')
+    .description("remove old versions this node's store no longer needs (neither newest nor visible at a snapshot)")
+    .addOption(serverOption())
+    .addOption(outputOption())
+    .action(async (path: string, o: Common) => {
+      const r = await withClient(NamespaceService, o.server, (c) => c.collectGarbage({ path }))
+      writeLine(o.output === 'json' ? toJson({ versionsRemoved: r.versionsRemoved, bytesRemoved: r.bytesRemoved }) : `removed ${r.versionsRemoved} old versions (${formatBytes(r.bytesRemoved)})`)
     })
   cmd
     .command('set-replicas <path> <sites>')

@@ -26,6 +26,7 @@ import {
 } from './api/index.ts'
 import { Catalog } from './catalog/index.ts'
 import { DataPlane } from './datasets/index.ts'
+import { SnapshotScheduler } from './datasets/schedule.ts'
 import type { Config } from './config/index.ts'
 import { FabricError } from './errors/index.ts'
 import { fabricVersion, resolveNodeId } from './identity/index.ts'
@@ -183,14 +184,20 @@ export class FabricNode {
       .add(NodeService, nodeServiceImpl(this.statusSource()))
       .add(NamespaceService, namespaceServiceImpl(catalog, data, sites))
       .add(SiteService, siteServiceImpl(sites, catalog))
-      .add(SnapshotService, snapshotServiceImpl(data))
+      .add(SnapshotService, snapshotServiceImpl(data, catalog, { spoolDir: path.join(c.node.dataDir, 'spool'), log: log.child({ subsystem: 'snapshots' }) }))
       .add(TableService, tableServiceImpl(data))
       .add(FileService, fileServiceImpl(data))
       .add(StreamService, streamServiceImpl(data))
     this.registerMetrics()
 
     const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })
-    this.domainServices = [domain('catalog', catalog), domain('data', data), { name: 'sites', start: async () => sites.start(), stop: () => sites.stop() }]
+    const scheduler = new SnapshotScheduler(catalog, data, c.node.site, log.child({ subsystem: 'snapshots' }))
+    this.domainServices = [
+      domain('catalog', catalog),
+      domain('data', data),
+      { name: 'sites', start: async () => sites.start(), stop: () => sites.stop() },
+      { name: 'snapshot-schedules', start: async () => scheduler.start(), stop: () => scheduler.stop() },
+    ]
     for (const service of [this.store, domain('chunks', chunks), this.nats, ...this.domainServices, this.http, this.api]) {
       if (this.stopping) throw FabricError.unavailable('node is stopping')
       await service.start()

@@ -115,12 +115,9 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
     // need none of them, and building them (an AbortController, an error with its stack, a pino
     // child) cost more than a small read. grpc-js also emits 'cancelled' after a call has ended
     // normally; that costs nothing now.
+    // The 'cancelled' listener is added with the signal, on first use; a call cancelled before
+    // that shows in call.cancelled.
     let controller: AbortController | undefined
-    let cancelled = false
-    ;(call as grpc.ServerUnaryCall<unknown, unknown>).on('cancelled', () => {
-      cancelled = true
-      controller?.abort(FabricError.unavailable('the call was cancelled'))
-    })
     let peer: string | undefined
     const peerOf = () => (peer ??= call.getPeer())
     let log: Logger | undefined
@@ -128,8 +125,10 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
       principal,
       get signal() {
         if (!controller) {
-          controller = new AbortController()
-          if (cancelled) controller.abort(FabricError.unavailable('the call was cancelled'))
+          const c = (controller = new AbortController())
+          const cancel = () => c.abort(FabricError.unavailable('the call was cancelled'))
+          if ((call as { cancelled?: boolean }).cancelled) cancel()
+          else (call as grpc.ServerUnaryCall<unknown, unknown>).once('cancelled', cancel)
         }
         return controller.signal
       },

@@ -6,8 +6,7 @@ import { FileService, type FileInfoSchema } from '../../proto/gen/fabric/v1/file
 import { StreamService } from '../../proto/gen/fabric/v1/stream_pb.ts'
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { Catalog, DatasetEntry, DatasetKind as Kind, VolumeEntry } from '../catalog/index.ts'
-import type { DataPlane, FileMeta, Row, Snapshot } from '../datasets/index.ts'
-import { SnapshotService, type SnapshotSchema } from '../../proto/gen/fabric/v1/snapshot_pb.ts'
+import type { DataPlane, FileMeta, Row } from '../datasets/index.ts'
 import { CHUNK_BYTES } from '../datasets/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { ServiceImpl } from './adapter.ts'
@@ -42,7 +41,15 @@ async function readAt(data: DataPlane, path: string, req: { atSeq?: bigint; atSn
 }
 
 function volumeMsg(v: VolumeEntry) {
-  return { path: v.path, id: v.id, home: v.home, replicas: v.replicas, createdAt: timestampFromMs(v.createdMs) }
+  return {
+    path: v.path,
+    id: v.id,
+    home: v.home,
+    replicas: v.replicas,
+    createdAt: timestampFromMs(v.createdMs),
+    snapshotCron: v.schedule?.cron ?? '',
+    snapshotKeep: v.schedule?.keep ?? 0,
+  }
 }
 
 function datasetMsg(d: DatasetEntry, catalog: Catalog) {
@@ -87,6 +94,11 @@ export function namespaceServiceImpl(catalog: Catalog, data: DataPlane, sites: S
         problems: x.problems,
       })),
     }),
+    setSnapshotSchedule: async (req) => ({ volume: volumeMsg(await catalog.setSchedule(req.path, req.cron ? { cron: req.cron, keep: req.keep } : null)) }),
+    collectGarbage: async (req) => {
+      const r = await data.collectGarbage(req.path)
+      return { versionsRemoved: BigInt(r.versions), bytesRemoved: BigInt(r.bytes) }
+    },
     reseedVolume: async (req) => {
       await data.reseed(req.path)
       return {}
@@ -208,26 +220,6 @@ export function streamServiceImpl(data: DataPlane): ServiceImpl<typeof StreamSer
       })) {
         yield { seq: BigInt(ev.seq), json: ev.json, time: timestampFromMs(ev.timeMs) }
       }
-    },
-  }
-}
-
-function snapshotMsg(s: Snapshot, contentHash = ''): MessageInitShape<typeof SnapshotSchema> {
-  return { volume: s.volume, name: s.name, seq: BigInt(s.seq), createdAt: timestampFromMs(s.timeMs), contentHash }
-}
-
-export function snapshotServiceImpl(data: DataPlane): ServiceImpl<typeof SnapshotService> {
-  return {
-    createSnapshot: async (req) => ({ snapshot: snapshotMsg(await data.createSnapshot(req.volume, req.name)) }),
-    listSnapshots: async (req) => ({ snapshots: (await data.listSnapshots(req.volume)).map((s) => snapshotMsg(s)) }),
-    getSnapshot: async (req) => {
-      const snap = await data.snapshotFor(req.volume, req.name)
-      if (snap.volume !== req.volume) throw FabricError.invalidArgument(`${req.volume} is not a volume; its volume is ${snap.volume}`, { details: { path: req.volume } })
-      return { snapshot: snapshotMsg(snap, req.contentHash ? await data.contentHash(snap.volume, snap.seq) : '') }
-    },
-    deleteSnapshot: async (req) => {
-      await data.deleteSnapshot(req.volume, req.name)
-      return {}
     },
   }
 }

@@ -20,13 +20,18 @@ import {
   type CatalogRecord,
   type DatasetEntry,
   type DatasetKind,
+  type SnapshotSchedule,
   type VolumeEntry,
 } from '../replication/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
+import cron from 'node-cron'
 import { contains, nearest, parseDatasetPath, parsePath } from './paths.ts'
 
 export * from './paths.ts'
-export type { DatasetEntry, DatasetKind, VolumeEntry } from '../replication/index.ts'
+export type { DatasetEntry, DatasetKind, SnapshotSchedule, VolumeEntry } from '../replication/index.ts'
+
+/** The most scheduled snapshots a volume may keep. */
+export const MAX_KEPT_SNAPSHOTS = 10_000
 
 export const ROOT_VOLUME_ID = 'root'
 
@@ -224,10 +229,13 @@ export class Catalog extends EventEmitter<CatalogEvents> {
 
   /** The dataset at path, which must be of kind (when given). */
   datasetAt(path: string, kind?: DatasetKind): DatasetEntry {
-    parseDatasetPath(path)
     this.byPath ??= new Map([...this.datasets.values()].map((d) => [d.path, d]))
+    // A path found is valid (only valid paths are stored); only a miss is checked, to say why.
     const ds = this.byPath.get(path)
-    if (!ds) throw FabricError.notFound(`dataset ${path} does not exist`, { details: { path } })
+    if (!ds) {
+      parseDatasetPath(path)
+      throw FabricError.notFound(`dataset ${path} does not exist`, { details: { path } })
+    }
     if (kind && ds.kind !== kind) {
       throw FabricError.failedPrecondition(`dataset ${path} is a ${ds.kind} dataset, not a ${kind} dataset`, { details: { path, kind: ds.kind } })
     }
@@ -285,6 +293,26 @@ export class Catalog extends EventEmitter<CatalogEvents> {
       if (vol.id === ROOT_VOLUME_ID) throw FabricError.failedPrecondition('the root volume "/" is held at every site; its replicas cannot be set', { details: { path } })
       id = vol.id
       return { op: 'vol~', id: vol.id, replicas: [...new Set(replicas)].filter((r) => r !== vol.home).sort() }
+    })
+    return this.volumes.get(id)!
+  }
+
+  /**
+   * Sets (or with null, removes) the volume's snapshot schedule. It travels with the catalog;
+   * the nodes of the volume's home site take the snapshots.
+   */
+  async setSchedule(path: string, schedule: SnapshotSchedule | null): Promise<VolumeEntry> {
+    if (schedule) {
+      if (!cron.validate(schedule.cron)) throw FabricError.invalidArgument(`cron expression ${JSON.stringify(schedule.cron)} is not valid (5 or 6 fields, e.g. "0 * * * *" for hourly)`, { details: { cron: schedule.cron } })
+      if (!Number.isInteger(schedule.keep) || schedule.keep < 1 || schedule.keep > MAX_KEPT_SNAPSHOTS) {
+        throw FabricError.invalidArgument(`keep must be a whole number from 1 to ${MAX_KEPT_SNAPSHOTS}, got ${schedule.keep}`, { details: { keep: String(schedule.keep), limit: String(MAX_KEPT_SNAPSHOTS) } })
+      }
+    }
+    let id = ''
+    await this.change(async () => {
+      const vol = this.volumeAt(path)
+      id = vol.id
+      return { op: 'sched', id: vol.id, schedule: schedule ? { cron: schedule.cron, keep: schedule.keep } : null }
     })
     return this.volumes.get(id)!
   }
@@ -376,6 +404,16 @@ export class Catalog extends EventEmitter<CatalogEvents> {
         const vol = this.volumes.get(r.id)
         if (!vol) return
         const changed: VolumeEntry = { ...vol, replicas: r.replicas }
+        ops.push({ type: 'put', key: keys.catalogVolume(r.id), value: pack(changed) })
+        this.volumes.set(r.id, changed)
+        changes.push(() => this.emit('volume-changed', changed))
+        return
+      }
+      case 'sched': {
+        const vol = this.volumes.get(r.id)
+        if (!vol) return
+        const { schedule: _old, ...rest } = vol
+        const changed: VolumeEntry = r.schedule ? { ...rest, schedule: r.schedule } : rest
         ops.push({ type: 'put', key: keys.catalogVolume(r.id), value: pack(changed) })
         this.volumes.set(r.id, changed)
         changes.push(() => this.emit('volume-changed', changed))

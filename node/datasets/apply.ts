@@ -153,18 +153,26 @@ export class VolumeApplier {
    */
   private async holdChunks(chunks: string[], state: Map<string, Uint8Array | undefined>, ops: BatchOp[]): Promise<void> {
     const missing = [...new Set(chunks.filter((h) => state.get(keys.chunk(h)) === undefined))]
-    for (let i = 0; i < missing.length; i += FETCH_WINDOW) {
-      const window = missing.slice(i, i + FETCH_WINDOW)
-      const fetched = await Promise.all(
-        window.map(async (sha256) => {
+    const fetchWindow = (from: number) => {
+      const p = Promise.all(
+        missing.slice(from, from + FETCH_WINDOW).map(async (sha256) => {
           const data = await this.chunks.fetch(sha256)
           if (!data) throw FabricError.unavailable(`chunk ${sha256} is not in the chunk stream of volume ${this.volumeId} yet`, { details: { chunk: sha256 } })
           if (createHash('sha256').update(data).digest('hex') !== sha256) throw FabricError.internal(`chunk ${sha256} in the chunk stream of volume ${this.volumeId} does not match its hash`)
           return { sha256, data }
         }),
       )
+      p.catch(() => undefined) // awaited in turn below; a failure before that must not go unhandled
+      return p
+    }
+    // The next window is fetched while this one is written and synced: at most two windows of
+    // chunks are in memory, and the network and the disk work at the same time.
+    let next = missing.length > 0 ? fetchWindow(0) : undefined
+    for (let i = 0; next; i += FETCH_WINDOW) {
+      const fetched = await next
+      next = i + FETCH_WINDOW < missing.length ? fetchWindow(i + FETCH_WINDOW) : undefined
       ops.push(...(await this.chunks.stage(fetched)))
-      for (const h of window) state.set(keys.chunk(h), EMPTY)
+      for (const c of fetched) state.set(keys.chunk(c.sha256), EMPTY)
     }
     for (const h of chunks) {
       const marker = keys.volumeChunk(this.volumeId, h)
@@ -253,7 +261,6 @@ export class VolumeApplier {
         }
         if (r.s <= last) continue // a copy published again after a crash: applied already
         writers.set(r.w, r.s)
-        ops.push({ type: 'put', key: keys.volumeWriter(this.volumeId, r.w), value: new TextEncoder().encode(String(r.s)) })
       }
       switch (r.op) {
         case 'put':
@@ -345,6 +352,8 @@ export class VolumeApplier {
       }
     }
     for (const [ds, s] of touched) ops.push({ type: 'put', key: keys.datasetStat(ds), value: pack(s) })
+    // Each writer's last sequence, once per batch (it is only ever compared with the newest).
+    for (const [w, seq] of writers) ops.push({ type: 'put', key: keys.volumeWriter(this.volumeId, w), value: new TextEncoder().encode(String(seq)) })
     // Every record of the log, applied or dropped as a duplicate, goes into the rolling hash.
     let rolling = await this.rollingHash()
     for (const m of batch) {

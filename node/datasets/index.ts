@@ -75,6 +75,8 @@ const verifySubject = (site: string) => `fabric.verify.${site}`
 const RECENT_CHECKPOINTS = 16
 /** How long a forwarded write may take at the home (it waits there until applied). */
 const FORWARD_TIMEOUT_MS = 35_000
+/** How often a node collects old versions it no longer needs (collectGarbage). */
+const GC_INTERVAL_MS = 10 * 60_000
 /** How long applying a file commit waits for chunks the site's chunk mirror has not got yet. */
 const CHUNK_WAIT_MS = 60_000
 
@@ -125,6 +127,8 @@ interface ForwardReply {
 interface VolumeRuntime {
   follower: Follower
   applier: VolumeApplier
+  /** Stops the copying of chunks ahead of commits. */
+  stopCopier: () => Promise<void>
 }
 
 const decoder = new TextDecoder()
@@ -165,6 +169,8 @@ export class DataPlane {
       await this.stop()
       throw err
     }
+    this.gcTimer = setInterval(() => void this.collectAll(), GC_INTERVAL_MS)
+    this.gcTimer.unref()
     // Writes accepted before a crash are published again in the background: the node serves
     // meanwhile, and a volume whose log is unreachable does not hold up the others' start.
     this.recovering = this.writer.recover((id) => this.o.catalog.volume(id) !== undefined, this.stopping.signal)
@@ -193,6 +199,7 @@ export class DataPlane {
   }
 
   async stop(): Promise<void> {
+    if (this.gcTimer) clearInterval(this.gcTimer)
     this.stopping.abort()
     this.stopServing?.()
     this.o.catalog.off('volume-added', this.onAdded)
@@ -228,8 +235,20 @@ export class DataPlane {
     void work.catch((err: unknown) => this.o.log.error({ err, volume: v.path }, held ? 'cannot follow volume' : 'cannot release volume'))
   }
 
-  private async openVolume(v: VolumeEntry): Promise<void> {
-    if (this.volumes.has(v.id)) return
+  private readonly opening = new Map<string, Promise<void>>()
+
+  /** Opens a volume here once, also when asked again while it is being opened. */
+  private openVolume(v: VolumeEntry): Promise<void> {
+    if (this.volumes.has(v.id)) return Promise.resolve()
+    let p = this.opening.get(v.id)
+    if (!p) {
+      p = this.doOpenVolume(v).finally(() => this.opening.delete(v.id))
+      this.opening.set(v.id, p)
+    }
+    return p
+  }
+
+  private async doOpenVolume(v: VolumeEntry): Promise<void> {
     if (v.home === this.o.site) {
       // Created with the volume; ensured again so that a log lost with its server comes back.
       await this.o.logs().ensure(volumeStream(v.id), volumeSubject(v.id))
@@ -250,17 +269,64 @@ export class DataPlane {
       appliedKey: keys.volumeApplied(v.id),
       apply: (batch) => applier.apply(batch),
       log: this.o.log,
-      // Records this node accepted may be among those lost: its outbox still has them.
-      onRegression: () => void this.republish(),
+      // At the home: first move the log past every position this node applied (so none is
+      // reused), then publish the outbox again: records this node accepted may be among those lost.
+      onRegression: (_lastSeq, applied) =>
+        void (this.o.catalog.volume(v.id)?.home === this.o.site ? this.writer.padTo(v.id, applied) : Promise.resolve(0))
+          .catch((err: unknown) => this.o.log.error({ err, volume: v.path }, 'padding the log after a loss failed'))
+          .then(() => this.republish()),
     })
-    this.volumes.set(v.id, { follower, applier })
+    // At a replica site only: at the home the uploading node has the chunks already, and reading
+    // every chunk back from the stream would cost the upload the upload (docs/architecture.md: the file data path).
+    const stopCopier = v.home === this.o.site ? async () => undefined : this.copyChunksAhead(v)
+    this.volumes.set(v.id, { follower, applier, stopCopier })
     await follower.start()
+  }
+
+  /**
+   * Copies chunks into this node's chunk store as they arrive in its site's mirror of the volume's
+   * chunk stream, so that applying a file's commit finds them here
+   * instead of fetching them all then: replicating a file overlaps its upload. Chunks the node has
+   * already are skipped; the position copied up to is kept in the store.
+   */
+  private copyChunksAhead(v: VolumeEntry): () => Promise<void> {
+    const controller = new AbortController()
+    const key = keys.volumeChunkCopied(v.id)
+    const running = (async () => {
+      const raw = await this.o.store.get(key)
+      const from = raw ? Number(decoder.decode(raw)) + 1 : 1
+      await this.o.logs().follow(
+        chunkStream(v.id),
+        from,
+        async (batch) => {
+          const fresh: Array<{ sha256: string; data: Uint8Array }> = []
+          const seen = new Set<string>()
+          for (const m of batch) {
+            const sha256 = createHash('sha256').update(m.data).digest('hex')
+            if (seen.has(sha256) || this.o.chunks.has(sha256)) continue
+            seen.add(sha256)
+            fresh.push({ sha256, data: m.data })
+          }
+          const ops = fresh.length ? await this.o.chunks.stage(fresh) : []
+          for (const c of fresh) ops.push({ type: 'put', key: keys.volumeChunk(v.id, c.sha256), value: new Uint8Array(0) })
+          ops.push({ type: 'put', key, value: encoder.encode(String(batch[batch.length - 1]!.seq)) })
+          await this.o.store.batch(ops)
+        },
+        controller.signal,
+        async (lastSeq) => lastSeq + 1,
+      )
+    })().catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'copying chunks ahead stopped'))
+    return async () => {
+      controller.abort()
+      await Promise.race([running, new Promise((r) => setTimeout(r, 2_000).unref())])
+    }
   }
 
   /** Stops applying a volume here; dropMirrors also deletes this site's copies of its logs. */
   private async closeVolume(id: string, dropMirrors = false): Promise<void> {
     const rt = this.volumes.get(id)
     this.volumes.delete(id)
+    await rt?.stopCopier()
     await rt?.follower.stop()
     if (dropMirrors) {
       await this.o.logs().remove(volumeStream(id))
@@ -508,6 +574,83 @@ export class DataPlane {
     }
     this.o.log.warn({ volume: v.path }, 'volume dropped at this site; taking it again from its home')
     await this.openVolume(v)
+  }
+
+  // ---- garbage collection ----
+
+  private gcTimer: NodeJS.Timeout | undefined
+  private collecting = false
+
+  /** The periodic collection: every volume held here, one after the other. */
+  private async collectAll(): Promise<void> {
+    if (this.collecting) return
+    this.collecting = true
+    try {
+      for (const id of [...this.volumes.keys()]) {
+        if (this.stopping.signal.aborted) return
+        const v = this.o.catalog.volume(id)
+        if (v) await this.collectGarbage(v.path).catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'garbage collection failed'))
+      }
+    } finally {
+      this.collecting = false
+    }
+  }
+
+  /**
+   * Removes versions of table documents and files that nothing can read any more: a version is
+   * kept while it is the newest, or while it is the one visible at a retained snapshot (the
+   * newest at or before the snapshot's position); every other version goes. Each node collects
+   * its own store; the log is not touched. Events are never collected (a stream is its history).
+   * Reads at arbitrary positions (`atSeq`) older than the newest version are not guaranteed after
+   * a collection; reads at snapshots are.
+   */
+  async collectGarbage(volumePath: string): Promise<{ versions: number; bytes: number }> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    this.runtime(v.id)
+    const snaps = (await this.listSnapshots(v.path)).map((x) => x.seq).sort((a, b) => a - b)
+    /** Whether some snapshot position p has from <= p < to. */
+    const needed = (from: number, to: number) => {
+      let lo = 0
+      let hi = snaps.length
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if (snaps[mid]! < from) lo = mid + 1
+        else hi = mid
+      }
+      return lo < snaps.length && snaps[lo]! < to
+    }
+    let versions = 0
+    let bytes = 0
+    for (const ds of this.o.catalog.datasetsIn(v.id)) {
+      if (ds.kind === 'stream') continue
+      const base = ds.kind === 'table' ? keys.tablePrefix(ds.id) : keys.filePrefix(ds.id)
+      let ops: BatchOp[] = []
+      let name: string | undefined
+      let newer = 0
+      for await (const [k, value] of this.o.store.entries({ gte: base, lt: keys.prefixEnd(base) })) {
+        const { name: n, seq } = keys.splitVersion(base, k)
+        if (n !== name) {
+          // The newest version of a name: always kept.
+          name = n
+          newer = seq
+          continue
+        }
+        // Versions come newest first: this one was visible from seq until `newer`.
+        if (!needed(seq, newer)) {
+          ops.push({ type: 'del', key: k })
+          versions++
+          bytes += k.length + value.length
+          if (ops.length >= 1000) {
+            await this.o.store.batch(ops)
+            ops = []
+          }
+        }
+        newer = seq
+      }
+      await this.o.store.batch(ops)
+    }
+    if (versions > 0) this.o.log.info({ volume: v.path, versions, bytes }, 'old versions collected')
+    return { versions, bytes }
   }
 
   // ---- snapshots ----

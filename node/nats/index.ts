@@ -74,6 +74,9 @@ export interface NatsStatus {
   domain: string
   restarts: number
   jetstreamBytes: number
+  role: NatsRole
+  /** The address edges dial, when this site is a hub; '' otherwise. */
+  leafnodeUrl: string
 }
 
 export class NatsService implements Service {
@@ -285,6 +288,8 @@ export class NatsService implements Service {
       domain: '',
       restarts: this.restarts,
       jetstreamBytes: 0,
+      role: this.role,
+      leafnodeUrl: this.leafnodeUrl ?? '',
     }
     if (!nc || !this.isConnected) return base
     try {

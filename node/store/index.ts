@@ -36,6 +36,9 @@ export interface StoreOptions {
   log: Logger
 }
 
+/** LevelDB's block cache (uncompressed blocks), per node. */
+export const BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
 export class Store implements Service {
   readonly name = 'store'
   private readonly lifecycle = new Lifecycle(() => this.doStart(), () => this.doStop())
@@ -115,7 +118,9 @@ export class Store implements Service {
   }
 
   private async doStart(): Promise<void> {
-    const db = new Level<string, Uint8Array>(this.o.dir, { keyEncoding: 'utf8', valueEncoding: 'view' })
+    // A 64 MiB block cache instead of LevelDB's 8 MiB: point reads of a table that does not fit
+    // the cache read and decompress a block from the page cache each (about 20 us per read).
+    const db = new Level<string, Uint8Array>(this.o.dir, { keyEncoding: 'utf8', valueEncoding: 'view', cacheSize: BLOCK_CACHE_BYTES })
     try {
       await db.open()
     } catch (cause) {

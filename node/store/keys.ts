@@ -11,6 +11,7 @@
  *   vol/<volumeId>/applied            volume log position applied
  *   vol/<volumeId>/w/<writerId>       last writer sequence applied from that writer
  *   vol/<volumeId>/c/<sha256>         the volume's log holds this chunk
+ *   vol/<volumeId>/chunkseq           chunk stream position copied ahead of commits (ChunkCopier)
  *   vol/<volumeId>/s/<name>           a snapshot: its log position and time
  *   vol/<volumeId>/hash               rolling hash of the log as applied (replication/hash.ts)
  *   vol/<volumeId>/hc/<seq>           the rolling hash at a checkpoint position
@@ -55,6 +56,8 @@ export const catalogDataset = (id: string) => `cat/ds/${id}`
 export const catalogDatasetPrefix = 'cat/ds/'
 
 export const volumeApplied = (volumeId: string) => `vol/${volumeId}/applied`
+/** Position in the volume's chunk stream up to which this node has copied chunks ahead of commits. */
+export const volumeChunkCopied = (volumeId: string) => `vol/${volumeId}/chunkseq`
 export const volumeWriter = (volumeId: string, writer: string) => `vol/${volumeId}/w/${writer}`
 export const volumeChunk = (volumeId: string, sha256: string) => `vol/${volumeId}/c/${sha256}`
 export const snapshot = (volumeId: string, name: string) => `vol/${volumeId}/s/${name}`

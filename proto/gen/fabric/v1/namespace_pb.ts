@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/namespace.proto.
  */
 export const file_fabric_v1_namespace: GenFile = /*@__PURE__*/
-  fileDesc("ChlmYWJyaWMvdjEvbmFtZXNwYWNlLnByb3RvEglmYWJyaWMudjEicgoGVm9sdW1lEgwKBHBhdGgYASABKAkSCgoCaWQYAiABKAkSDAoEaG9tZRgDIAEoCRIQCghyZXBsaWNhcxgEIAMoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJoCgtWb2x1bWVTdGF0cxITCgthcHBsaWVkX3NlcRgBIAEoBBIQCghsYXN0X3NlcRgCIAEoBBIRCglsb2dfYnl0ZXMYAyABKAQSEAoIZGF0YXNldHMYBCABKA0SDQoFYnl0ZXMYBSABKAQingEKB0RhdGFzZXQSDAoEcGF0aBgBIAEoCRIKCgJpZBgCIAEoCRIkCgRraW5kGAMgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEg4KBnZvbHVtZRgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJECgxEYXRhc2V0U3RhdHMSDQoFY291bnQYASABKAQSDQoFYnl0ZXMYAiABKAQSFgoObGFzdF93cml0ZV9zZXEYAyABKAQiQwoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJEgwKBGhvbWUYAiABKAkSEAoIcmVwbGljYXMYAyADKAkiOQoUQ3JlYXRlVm9sdW1lUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZSIUChJMaXN0Vm9sdW1lc1JlcXVlc3QiOQoTTGlzdFZvbHVtZXNSZXNwb25zZRIiCgd2b2x1bWVzGAEgAygLMhEuZmFicmljLnYxLlZvbHVtZSIgChBHZXRWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkingEKEUdldFZvbHVtZVJlc3BvbnNlEiEKBnZvbHVtZRgBIAEoCzIRLmZhYnJpYy52MS5Wb2x1bWUSJQoFc3RhdHMYAiABKAsyFi5mYWJyaWMudjEuVm9sdW1lU3RhdHMSMQoLcmVwbGljYXRpb24YAyADKAsyHC5mYWJyaWMudjEuUmVwbGljYXRpb25TdGF0dXMSDAoEaGVsZBgEIAEoCCI6ChhTZXRWb2x1bWVSZXBsaWNhc1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIQCghyZXBsaWNhcxgCIAMoCSI+ChlTZXRWb2x1bWVSZXBsaWNhc1Jlc3BvbnNlEiEKBnZvbHVtZRgBIAEoCzIRLmZhYnJpYy52MS5Wb2x1bWUiMgoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJEg0KBWZvcmNlGAIgASgIIjAKFERlbGV0ZVZvbHVtZVJlc3BvbnNlEhgKEGRhdGFzZXRzX2RlbGV0ZWQYASABKA0iXwoUQ3JlYXRlRGF0YXNldFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIkCgRraW5kGAIgASgOMhYuZmFicmljLnYxLkRhdGFzZXRLaW5kEhMKC2Rlc2NyaXB0aW9uGAMgASgJIjwKFUNyZWF0ZURhdGFzZXRSZXNwb25zZRIjCgdkYXRhc2V0GAEgASgLMhIuZmFicmljLnYxLkRhdGFzZXQiJQoTTGlzdERhdGFzZXRzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiPAoUTGlzdERhdGFzZXRzUmVzcG9uc2USJAoIZGF0YXNldHMYASADKAsyEi5mYWJyaWMudjEuRGF0YXNldCIhChFHZXREYXRhc2V0UmVxdWVzdBIMCgRwYXRoGAEgASgJImEKEkdldERhdGFzZXRSZXNwb25zZRIjCgdkYXRhc2V0GAEgASgLMhIuZmFicmljLnYxLkRhdGFzZXQSJgoFc3RhdHMYAiABKAsyFy5mYWJyaWMudjEuRGF0YXNldFN0YXRzIiQKFERlbGV0ZURhdGFzZXRSZXF1ZXN0EgwKBHBhdGgYASABKAkiFwoVRGVsZXRlRGF0YXNldFJlc3BvbnNlIiMKE1ZlcmlmeVZvbHVtZVJlcXVlc3QSDAoEcGF0aBgBIAEoCSJCChRWZXJpZnlWb2x1bWVSZXNwb25zZRIqCgVzaXRlcxgBIAMoCzIbLmZhYnJpYy52MS5TaXRlVmVyaWZpY2F0aW9uIoUDChBTaXRlVmVyaWZpY2F0aW9uEgwKBHNpdGUYASABKAkSDAoEaG9tZRgCIAEoCBIRCglyZWFjaGFibGUYAyABKAgSDAoEaGVsZBgEIAEoCBIYCgthcHBsaWVkX3NlcRgFIAEoBEgAiAEBEhoKDWxvZ19maXJzdF9zZXEYBiABKARIAYgBARIZCgxsb2dfbGFzdF9zZXEYByABKARIAogBARIZCgxsb2dfbWVzc2FnZXMYCCABKARIA4gBARIYCgtjb21wYXJlZF9hdBgJIAEoBEgEiAEBEhMKBmFncmVlcxgKIAEoCEgFiAEBEhgKC2RpdmVyZ2VkX2F0GAsgASgESAaIAQESEAoIcHJvYmxlbXMYDCADKAlCDgoMX2FwcGxpZWRfc2VxQhAKDl9sb2dfZmlyc3Rfc2VxQg8KDV9sb2dfbGFzdF9zZXFCDwoNX2xvZ19tZXNzYWdlc0IOCgxfY29tcGFyZWRfYXRCCQoHX2FncmVlc0IOCgxfZGl2ZXJnZWRfYXQiIwoTUmVzZWVkVm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJIhYKFFJlc2VlZFZvbHVtZVJlc3BvbnNlKnQKC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkRBVEFTRVRfS0lORF9UQUJMRRABEhYKEkRBVEFTRVRfS0lORF9GSUxFUxACEhcKE0RBVEFTRVRfS0lORF9TVFJFQU0QAzKQBwoQTmFtZXNwYWNlU2VydmljZRJPCgxDcmVhdGVWb2x1bWUSHi5mYWJyaWMudjEuQ3JlYXRlVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5DcmVhdGVWb2x1bWVSZXNwb25zZRJMCgtMaXN0Vm9sdW1lcxIdLmZhYnJpYy52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaHi5mYWJyaWMudjEuTGlzdFZvbHVtZXNSZXNwb25zZRJGCglHZXRWb2x1bWUSGy5mYWJyaWMudjEuR2V0Vm9sdW1lUmVxdWVzdBocLmZhYnJpYy52MS5HZXRWb2x1bWVSZXNwb25zZRJPCgxEZWxldGVWb2x1bWUSHi5mYWJyaWMudjEuRGVsZXRlVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5EZWxldGVWb2x1bWVSZXNwb25zZRJeChFTZXRWb2x1bWVSZXBsaWNhcxIjLmZhYnJpYy52MS5TZXRWb2x1bWVSZXBsaWNhc1JlcXVlc3QaJC5mYWJyaWMudjEuU2V0Vm9sdW1lUmVwbGljYXNSZXNwb25zZRJPCgxWZXJpZnlWb2x1bWUSHi5mYWJyaWMudjEuVmVyaWZ5Vm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5WZXJpZnlWb2x1bWVSZXNwb25zZRJPCgxSZXNlZWRWb2x1bWUSHi5mYWJyaWMudjEuUmVzZWVkVm9sdW1lUmVxdWVzdBofLmZhYnJpYy52MS5SZXNlZWRWb2x1bWVSZXNwb25zZRJSCg1DcmVhdGVEYXRhc2V0Eh8uZmFicmljLnYxLkNyZWF0ZURhdGFzZXRSZXF1ZXN0GiAuZmFicmljLnYxLkNyZWF0ZURhdGFzZXRSZXNwb25zZRJPCgxMaXN0RGF0YXNldHMSHi5mYWJyaWMudjEuTGlzdERhdGFzZXRzUmVxdWVzdBofLmZhYnJpYy52MS5MaXN0RGF0YXNldHNSZXNwb25zZRJJCgpHZXREYXRhc2V0EhwuZmFicmljLnYxLkdldERhdGFzZXRSZXF1ZXN0Gh0uZmFicmljLnYxLkdldERhdGFzZXRSZXNwb25zZRJSCg1EZWxldGVEYXRhc2V0Eh8uZmFicmljLnYxLkRlbGV0ZURhdGFzZXRSZXF1ZXN0GiAuZmFicmljLnYxLkRlbGV0ZURhdGFzZXRSZXNwb25zZWIGcHJvdG8z", [file_fabric_v1_site, file_google_protobuf_timestamp]);
+  fileDesc("ChlmYWJyaWMvdjEvbmFtZXNwYWNlLnByb3RvEglmYWJyaWMudjEioAEKBlZvbHVtZRIMCgRwYXRoGAEgASgJEgoKAmlkGAIgASgJEgwKBGhvbWUYAyABKAkSEAoIcmVwbGljYXMYBCADKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc25hcHNob3RfY3JvbhgGIAEoCRIVCg1zbmFwc2hvdF9rZWVwGAcgASgNImgKC1ZvbHVtZVN0YXRzEhMKC2FwcGxpZWRfc2VxGAEgASgEEhAKCGxhc3Rfc2VxGAIgASgEEhEKCWxvZ19ieXRlcxgDIAEoBBIQCghkYXRhc2V0cxgEIAEoDRINCgVieXRlcxgFIAEoBCKeAQoHRGF0YXNldBIMCgRwYXRoGAEgASgJEgoKAmlkGAIgASgJEiQKBGtpbmQYAyABKA4yFi5mYWJyaWMudjEuRGF0YXNldEtpbmQSDgoGdm9sdW1lGAQgASgJEhMKC2Rlc2NyaXB0aW9uGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKDERhdGFzZXRTdGF0cxINCgVjb3VudBgBIAEoBBINCgVieXRlcxgCIAEoBBIWCg5sYXN0X3dyaXRlX3NlcRgDIAEoBCJDChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDAoEaG9tZRgCIAEoCRIQCghyZXBsaWNhcxgDIAMoCSI5ChRDcmVhdGVWb2x1bWVSZXNwb25zZRIhCgZ2b2x1bWUYASABKAsyES5mYWJyaWMudjEuVm9sdW1lIhQKEkxpc3RWb2x1bWVzUmVxdWVzdCI5ChNMaXN0Vm9sdW1lc1Jlc3BvbnNlEiIKB3ZvbHVtZXMYASADKAsyES5mYWJyaWMudjEuVm9sdW1lIiAKEEdldFZvbHVtZVJlcXVlc3QSDAoEcGF0aBgBIAEoCSKeAQoRR2V0Vm9sdW1lUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZRIlCgVzdGF0cxgCIAEoCzIWLmZhYnJpYy52MS5Wb2x1bWVTdGF0cxIxCgtyZXBsaWNhdGlvbhgDIAMoCzIcLmZhYnJpYy52MS5SZXBsaWNhdGlvblN0YXR1cxIMCgRoZWxkGAQgASgIIjoKGFNldFZvbHVtZVJlcGxpY2FzUmVxdWVzdBIMCgRwYXRoGAEgASgJEhAKCHJlcGxpY2FzGAIgAygJIj4KGVNldFZvbHVtZVJlcGxpY2FzUmVzcG9uc2USIQoGdm9sdW1lGAEgASgLMhEuZmFicmljLnYxLlZvbHVtZSIyChNEZWxldGVWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkSDQoFZm9yY2UYAiABKAgiMAoURGVsZXRlVm9sdW1lUmVzcG9uc2USGAoQZGF0YXNldHNfZGVsZXRlZBgBIAEoDSJfChRDcmVhdGVEYXRhc2V0UmVxdWVzdBIMCgRwYXRoGAEgASgJEiQKBGtpbmQYAiABKA4yFi5mYWJyaWMudjEuRGF0YXNldEtpbmQSEwoLZGVzY3JpcHRpb24YAyABKAkiPAoVQ3JlYXRlRGF0YXNldFJlc3BvbnNlEiMKB2RhdGFzZXQYASABKAsyEi5mYWJyaWMudjEuRGF0YXNldCIlChNMaXN0RGF0YXNldHNSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSI8ChRMaXN0RGF0YXNldHNSZXNwb25zZRIkCghkYXRhc2V0cxgBIAMoCzISLmZhYnJpYy52MS5EYXRhc2V0IiEKEUdldERhdGFzZXRSZXF1ZXN0EgwKBHBhdGgYASABKAkiYQoSR2V0RGF0YXNldFJlc3BvbnNlEiMKB2RhdGFzZXQYASABKAsyEi5mYWJyaWMudjEuRGF0YXNldBImCgVzdGF0cxgCIAEoCzIXLmZhYnJpYy52MS5EYXRhc2V0U3RhdHMiJAoURGVsZXRlRGF0YXNldFJlcXVlc3QSDAoEcGF0aBgBIAEoCSIXChVEZWxldGVEYXRhc2V0UmVzcG9uc2UiIwoTVmVyaWZ5Vm9sdW1lUmVxdWVzdBIMCgRwYXRoGAEgASgJIkIKFFZlcmlmeVZvbHVtZVJlc3BvbnNlEioKBXNpdGVzGAEgAygLMhsuZmFicmljLnYxLlNpdGVWZXJpZmljYXRpb24ihQMKEFNpdGVWZXJpZmljYXRpb24SDAoEc2l0ZRgBIAEoCRIMCgRob21lGAIgASgIEhEKCXJlYWNoYWJsZRgDIAEoCBIMCgRoZWxkGAQgASgIEhgKC2FwcGxpZWRfc2VxGAUgASgESACIAQESGgoNbG9nX2ZpcnN0X3NlcRgGIAEoBEgBiAEBEhkKDGxvZ19sYXN0X3NlcRgHIAEoBEgCiAEBEhkKDGxvZ19tZXNzYWdlcxgIIAEoBEgDiAEBEhgKC2NvbXBhcmVkX2F0GAkgASgESASIAQESEwoGYWdyZWVzGAogASgISAWIAQESGAoLZGl2ZXJnZWRfYXQYCyABKARIBogBARIQCghwcm9ibGVtcxgMIAMoCUIOCgxfYXBwbGllZF9zZXFCEAoOX2xvZ19maXJzdF9zZXFCDwoNX2xvZ19sYXN0X3NlcUIPCg1fbG9nX21lc3NhZ2VzQg4KDF9jb21wYXJlZF9hdEIJCgdfYWdyZWVzQg4KDF9kaXZlcmdlZF9hdCIjChNSZXNlZWRWb2x1bWVSZXF1ZXN0EgwKBHBhdGgYASABKAkiFgoUUmVzZWVkVm9sdW1lUmVzcG9uc2UiRgoaU2V0U25hcHNob3RTY2hlZHVsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIMCgRjcm9uGAIgASgJEgwKBGtlZXAYAyABKA0iQAobU2V0U25hcHNob3RTY2hlZHVsZVJlc3BvbnNlEiEKBnZvbHVtZRgBIAEoCzIRLmZhYnJpYy52MS5Wb2x1bWUiJQoVQ29sbGVjdEdhcmJhZ2VSZXF1ZXN0EgwKBHBhdGgYASABKAkiSQoWQ29sbGVjdEdhcmJhZ2VSZXNwb25zZRIYChB2ZXJzaW9uc19yZW1vdmVkGAEgASgEEhUKDWJ5dGVzX3JlbW92ZWQYAiABKAQqdAoLRGF0YXNldEtpbmQSHAoYREFUQVNFVF9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSREFUQVNFVF9LSU5EX1RBQkxFEAESFgoSREFUQVNFVF9LSU5EX0ZJTEVTEAISFwoTREFUQVNFVF9LSU5EX1NUUkVBTRADMs0IChBOYW1lc3BhY2VTZXJ2aWNlEk8KDENyZWF0ZVZvbHVtZRIeLmZhYnJpYy52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlEkwKC0xpc3RWb2x1bWVzEh0uZmFicmljLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBoeLmZhYnJpYy52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlEkYKCUdldFZvbHVtZRIbLmZhYnJpYy52MS5HZXRWb2x1bWVSZXF1ZXN0GhwuZmFicmljLnYxLkdldFZvbHVtZVJlc3BvbnNlEk8KDERlbGV0ZVZvbHVtZRIeLmZhYnJpYy52MS5EZWxldGVWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlEl4KEVNldFZvbHVtZVJlcGxpY2FzEiMuZmFicmljLnYxLlNldFZvbHVtZVJlcGxpY2FzUmVxdWVzdBokLmZhYnJpYy52MS5TZXRWb2x1bWVSZXBsaWNhc1Jlc3BvbnNlEk8KDFZlcmlmeVZvbHVtZRIeLmZhYnJpYy52MS5WZXJpZnlWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLlZlcmlmeVZvbHVtZVJlc3BvbnNlEk8KDFJlc2VlZFZvbHVtZRIeLmZhYnJpYy52MS5SZXNlZWRWb2x1bWVSZXF1ZXN0Gh8uZmFicmljLnYxLlJlc2VlZFZvbHVtZVJlc3BvbnNlEmQKE1NldFNuYXBzaG90U2NoZWR1bGUSJS5mYWJyaWMudjEuU2V0U25hcHNob3RTY2hlZHVsZVJlcXVlc3QaJi5mYWJyaWMudjEuU2V0U25hcHNob3RTY2hlZHVsZVJlc3BvbnNlElUKDkNvbGxlY3RHYXJiYWdlEiAuZmFicmljLnYxLkNvbGxlY3RHYXJiYWdlUmVxdWVzdBohLmZhYnJpYy52MS5Db2xsZWN0R2FyYmFnZVJlc3BvbnNlElIKDUNyZWF0ZURhdGFzZXQSHy5mYWJyaWMudjEuQ3JlYXRlRGF0YXNldFJlcXVlc3QaIC5mYWJyaWMudjEuQ3JlYXRlRGF0YXNldFJlc3BvbnNlEk8KDExpc3REYXRhc2V0cxIeLmZhYnJpYy52MS5MaXN0RGF0YXNldHNSZXF1ZXN0Gh8uZmFicmljLnYxLkxpc3REYXRhc2V0c1Jlc3BvbnNlEkkKCkdldERhdGFzZXQSHC5mYWJyaWMudjEuR2V0RGF0YXNldFJlcXVlc3QaHS5mYWJyaWMudjEuR2V0RGF0YXNldFJlc3BvbnNlElIKDURlbGV0ZURhdGFzZXQSHy5mYWJyaWMudjEuRGVsZXRlRGF0YXNldFJlcXVlc3QaIC5mYWJyaWMudjEuRGVsZXRlRGF0YXNldFJlc3BvbnNlYgZwcm90bzM", [file_fabric_v1_site, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.Volume
@@ -46,6 +46,18 @@ export type Volume = Message<"fabric.v1.Volume"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 5;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * Scheduled snapshots: cron expression (UTC) and how many are kept; empty cron: none.
+   *
+   * @generated from field: string snapshot_cron = 6;
+   */
+  snapshotCron: string;
+
+  /**
+   * @generated from field: uint32 snapshot_keep = 7;
+   */
+  snapshotKeep: number;
 };
 
 /**
@@ -690,6 +702,93 @@ export const ReseedVolumeResponseSchema: GenMessage<ReseedVolumeResponse> = /*@_
   messageDesc(file_fabric_v1_namespace, 26);
 
 /**
+ * @generated from message fabric.v1.SetSnapshotScheduleRequest
+ */
+export type SetSnapshotScheduleRequest = Message<"fabric.v1.SetSnapshotScheduleRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * A cron expression (5 or 6 fields, UTC); empty removes the schedule.
+   *
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * How many scheduled snapshots to keep (1 to 10000).
+   *
+   * @generated from field: uint32 keep = 3;
+   */
+  keep: number;
+};
+
+/**
+ * Describes the message fabric.v1.SetSnapshotScheduleRequest.
+ * Use `create(SetSnapshotScheduleRequestSchema)` to create a new message.
+ */
+export const SetSnapshotScheduleRequestSchema: GenMessage<SetSnapshotScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 27);
+
+/**
+ * @generated from message fabric.v1.SetSnapshotScheduleResponse
+ */
+export type SetSnapshotScheduleResponse = Message<"fabric.v1.SetSnapshotScheduleResponse"> & {
+  /**
+   * @generated from field: fabric.v1.Volume volume = 1;
+   */
+  volume?: Volume | undefined;
+};
+
+/**
+ * Describes the message fabric.v1.SetSnapshotScheduleResponse.
+ * Use `create(SetSnapshotScheduleResponseSchema)` to create a new message.
+ */
+export const SetSnapshotScheduleResponseSchema: GenMessage<SetSnapshotScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 28);
+
+/**
+ * @generated from message fabric.v1.CollectGarbageRequest
+ */
+export type CollectGarbageRequest = Message<"fabric.v1.CollectGarbageRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message fabric.v1.CollectGarbageRequest.
+ * Use `create(CollectGarbageRequestSchema)` to create a new message.
+ */
+export const CollectGarbageRequestSchema: GenMessage<CollectGarbageRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 29);
+
+/**
+ * @generated from message fabric.v1.CollectGarbageResponse
+ */
+export type CollectGarbageResponse = Message<"fabric.v1.CollectGarbageResponse"> & {
+  /**
+   * @generated from field: uint64 versions_removed = 1;
+   */
+  versionsRemoved: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_removed = 2;
+   */
+  bytesRemoved: bigint;
+};
+
+/**
+ * Describes the message fabric.v1.CollectGarbageResponse.
+ * Use `create(CollectGarbageResponseSchema)` to create a new message.
+ */
+export const CollectGarbageResponseSchema: GenMessage<CollectGarbageResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_v1_namespace, 30);
+
+/**
  * @generated from enum fabric.v1.DatasetKind
  */
 export enum DatasetKind {
@@ -800,6 +899,30 @@ export const NamespaceService: GenService<{
     methodKind: "unary";
     input: typeof ReseedVolumeRequestSchema;
     output: typeof ReseedVolumeResponseSchema;
+  },
+  /**
+   * SetSnapshotSchedule sets (or with an empty cron, removes) the volume's scheduled snapshots:
+   * taken at the home site on every tick of the cron expression (UTC), named auto-<time>, the
+   * newest keep of them kept. `fabric snap schedule`.
+   *
+   * @generated from rpc fabric.v1.NamespaceService.SetSnapshotSchedule
+   */
+  setSnapshotSchedule: {
+    methodKind: "unary";
+    input: typeof SetSnapshotScheduleRequestSchema;
+    output: typeof SetSnapshotScheduleResponseSchema;
+  },
+  /**
+   * CollectGarbage removes, from the answering node's store, versions of documents and files that
+   * are neither the newest nor visible at a retained snapshot (docs/replication.md). Nodes also
+   * do this by themselves periodically.
+   *
+   * @generated from rpc fabric.v1.NamespaceService.CollectGarbage
+   */
+  collectGarbage: {
+    methodKind: "unary";
+    input: typeof CollectGarbageRequestSchema;
+    output: typeof CollectGarbageResponseSchema;
   },
   /**
    * @generated from rpc fabric.v1.NamespaceService.CreateDataset

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/v1/node.proto.
  */
 export const file_fabric_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChRmYWJyaWMvdjEvbm9kZS5wcm90bxIJZmFicmljLnYxIhIKEEdldFN0YXR1c1JlcXVlc3Qi5QEKEUdldFN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXVwdGltZV9tcxgFIAEoBBIjCgRuYXRzGAYgASgLMhUuZmFicmljLnYxLk5hdHNTdGF0dXMSKQoHc3RvcmFnZRgHIAEoCzIYLmZhYnJpYy52MS5TdG9yYWdlU3RhdHVzEg0KBXJlYWR5GAggASgIIqABCgpOYXRzU3RhdHVzEhEKCWNvbm5lY3RlZBgBIAEoCBIMCgRtb2RlGAIgASgJEgsKA3VybBgDIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgEIAEoCRIRCglqZXRzdHJlYW0YBSABKAgSDgoGZG9tYWluGAYgASgJEhAKCHJlc3RhcnRzGAcgASgNEhcKD2pldHN0cmVhbV9ieXRlcxgIIAEoBCJKCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhIKCmJ5dGVzX3VzZWQYAiABKAQSEwoLc3RvcmVfYnl0ZXMYAyABKAQyVQoLTm9kZVNlcnZpY2USRgoJR2V0U3RhdHVzEhsuZmFicmljLnYxLkdldFN0YXR1c1JlcXVlc3QaHC5mYWJyaWMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRmYWJyaWMvdjEvbm9kZS5wcm90bxIJZmFicmljLnYxIhIKEEdldFN0YXR1c1JlcXVlc3Qi5QEKEUdldFN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDAoEc2l0ZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXVwdGltZV9tcxgFIAEoBBIjCgRuYXRzGAYgASgLMhUuZmFicmljLnYxLk5hdHNTdGF0dXMSKQoHc3RvcmFnZRgHIAEoCzIYLmZhYnJpYy52MS5TdG9yYWdlU3RhdHVzEg0KBXJlYWR5GAggASgIIsQBCgpOYXRzU3RhdHVzEhEKCWNvbm5lY3RlZBgBIAEoCBIMCgRtb2RlGAIgASgJEgsKA3VybBgDIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgEIAEoCRIRCglqZXRzdHJlYW0YBSABKAgSDgoGZG9tYWluGAYgASgJEhAKCHJlc3RhcnRzGAcgASgNEhcKD2pldHN0cmVhbV9ieXRlcxgIIAEoBBIMCgRyb2xlGAkgASgJEhQKDGxlYWZub2RlX3VybBgKIAEoCSJKCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhIKCmJ5dGVzX3VzZWQYAiABKAQSEwoLc3RvcmVfYnl0ZXMYAyABKAQyVQoLTm9kZVNlcnZpY2USRgoJR2V0U3RhdHVzEhsuZmFicmljLnYxLkdldFN0YXR1c1JlcXVlc3QaHC5mYWJyaWMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message fabric.v1.GetStatusRequest
@@ -148,6 +148,20 @@ export type NatsStatus = Message<"fabric.v1.NatsStatus"> & {
    * @generated from field: uint64 jetstream_bytes = 8;
    */
   jetstreamBytes: bigint;
+
+  /**
+   * How the site is linked: standalone, hub, edge or hub+edge.
+   *
+   * @generated from field: string role = 9;
+   */
+  role: string;
+
+  /**
+   * The address edges dial when this site is a hub (nats-leaf://host:port), else empty.
+   *
+   * @generated from field: string leafnode_url = 10;
+   */
+  leafnodeUrl: string;
 };
 
 /**
