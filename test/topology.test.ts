@@ -9,7 +9,7 @@ import { stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { renderServerConfig, type EmbeddedServerOptions } from '../node/nats/index.ts'
-import { freePort, poll, startNode, tempDir, type NodeProcess } from './harness/index.ts'
+import { freePort, poll, runCli, runCliOk, startNode, stopNode, tempDir, type NodeProcess } from './harness/index.ts'
 
 const LEAF_PASSWORD = 'leaf-s3cret-pw'
 
@@ -143,6 +143,7 @@ t.test('three nodes of one site cluster their servers: routes and a JetStream me
   const [second, third] = await Promise.all([0, 1].map(() => startNode(t, { config: { node: { site: 'hub' }, nats: nats('127.0.0.1:0') } })))
   const ready = await first.waitForLog((l) => l.msg === 'node ready', 'the first node to be ready')
   first.monitor = String(ready.monitor)
+  first.api = String(ready.api)
   first.nodeId = String(ready.nodeId)
   first.leafnode = String(ready.leafnode)
   const nodes = [first, second!, third!]
@@ -166,4 +167,24 @@ t.test('three nodes of one site cluster their servers: routes and a JetStream me
   t.ok(nodes.map((n) => n.nodeId).includes(jsz.meta_cluster!.leader!), 'one of the nodes leads')
   // Each hub server reports its own leafnode address: an edge lists all three in hub_urls.
   t.equal(new Set(nodes.map((n) => n.leafnode)).size, 3, 'each server has its own leafnode listener')
+
+  // fabric on the cluster: R3 logs, a write through one node read through another, and writes
+  // going on through the others when a node is killed.
+  const cli = (n: NodeProcess, ...args: string[]) => runCliOk([...args, '--server', n.api])
+  await cli(first, 'volume', 'create', '/plant')
+  await cli(first, 'ds', 'create', '/plant/t', '--kind', 'table')
+  await cli(first, 'table', 'put', '/plant/t', 'k1', '{"v":1}')
+  const read = (n: NodeProcess, key: string) =>
+    poll(`${key} readable through ${n.nodeId}`, async () => {
+      const r = await runCli(['table', 'get', '/plant/t', key, '-o', 'json', '--server', n.api])
+      return r.code === 0 ? (JSON.parse(r.stdout) as { value: unknown }).value : undefined
+    }, 30_000, 200)
+  t.same(await read(third!, 'k1'), { v: 1 }, 'written through the first node, read through the third')
+  const streams = await monitor<{ account_details?: Array<{ stream_detail?: Array<{ name: string; config?: { num_replicas: number } }> }> }>(first, 'jsz?streams=1&config=1')
+  const logs = (streams.account_details ?? []).flatMap((a) => a.stream_detail ?? []).filter((d) => d.name.startsWith('FABRIC_'))
+  t.ok(logs.length >= 4, `fabric's logs are in JetStream (${logs.map((l) => l.name).join(', ')})`)
+  t.same([...new Set(logs.map((l) => l.config?.num_replicas))], [3], 'every fabric log has 3 replicas')
+  await stopNode(first, 'SIGKILL')
+  await poll('a write through the second node while the first is down', async () => (await runCli(['table', 'put', '/plant/t', 'k2', '{"v":2}', '--server', second!.api])).code === 0, 60_000, 500)
+  t.same(await read(third!, 'k2'), { v: 2 }, 'the cluster goes on with two of three servers')
 })
