@@ -5,22 +5,22 @@
  */
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
-import type { HostPort } from '../config/index.ts'
 import { FabricError, messageOf } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
 import { redactUrl, type Logger } from '../log/index.ts'
 import { Bus } from './bus.ts'
 import { Logs } from './logs.ts'
+import type { SiteTopology } from './server-config.ts'
 import { NatsSupervisor } from './supervisor.ts'
 
-export { renderServerConfig, type EmbeddedServerOptions } from './server-config.ts'
+export { renderServerConfig, type EmbeddedServerOptions, type SiteTopology } from './server-config.ts'
 export { findExecutable } from './which.ts'
 export { Bus, NoResponders } from './bus.ts'
 export { DEDUP_WINDOW_MS, Logs, MAX_RECORD_BYTES, WrongLastSequence, type AppendOptions, type LogInfo, type LogMessage } from './logs.ts'
 export type { NatsConnection } from '@nats-io/transport-node'
 
 export type NatsOptions =
-  | {
+  | (SiteTopology & {
       mode: 'embedded'
       /** Directory for the server's config, pid/ports files and JetStream store. */
       dir: string
@@ -35,20 +35,9 @@ export type NatsOptions =
       clientName: string
       startTimeoutMs?: number
       stopTimeoutMs?: number
-      /** A hub: accept leafnode connections from edge sites here. */
-      leafnodeListen?: HostPort | undefined
-      /** The host:port edges dial, when it is not the listen address. */
-      leafnodeAdvertise?: HostPort | undefined
-      /** Credentials edges must present (written to the server's config, mode 0600). */
-      leafnodeAuth?: { user: string; password: string } | undefined
-      /** An edge: the hub's servers (nats-leaf://[user:pass@]host:port). */
-      hubUrls?: readonly string[] | undefined
-      /** Cluster with the other servers of this site. */
-      cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
-      monitorListen?: HostPort | undefined
       /** JetStream replicas of fabric's streams at this site (default 1). */
       replicas?: number | undefined
-    }
+    })
   | {
       mode: 'external'
       url: string

@@ -10,7 +10,23 @@
  */
 import { formatHostPort, type HostPort } from '../config/index.ts'
 
-export interface EmbeddedServerOptions {
+/** How a site's server is linked to other servers and sites (from [nats] in the config). */
+export interface SiteTopology {
+  /** A hub: accept leafnode connections here (port 0: any free one, kept across restarts). */
+  leafnodeListen?: HostPort | undefined
+  /** What the hub tells leafnodes to dial instead of its listen address (proxy, NAT, DNS name). */
+  leafnodeAdvertise?: HostPort | undefined
+  /** The credentials leafnodes must present to this hub (written to the server's config, 0600). */
+  leafnodeAuth?: { user: string; password: string } | undefined
+  /** An edge: connect as a leafnode to these servers of the hub site (nats-leaf://[user:pass@]host:port). */
+  hubUrls?: readonly string[] | undefined
+  /** Cluster with the other servers of this site (same domain; port 0: any free one). */
+  cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
+  /** HTTP monitoring (/varz, /leafz, /routez, /jsz; port 0: any free one). */
+  monitorListen?: HostPort | undefined
+}
+
+export interface EmbeddedServerOptions extends SiteTopology {
   /** NATS server_name: the node id, so the server is recognisable in cluster and leaf views. */
   serverName: string
   /** JetStream domain: the site name. */
@@ -24,18 +40,6 @@ export interface EmbeddedServerOptions {
   pidFile: string
   /** Public nkey of the node's own user: the server accepts no other client. No secret is written. */
   userNkey: string
-  /** A hub: accept leafnode connections here (port 0: any free one). */
-  leafnodeListen?: HostPort | undefined
-  /** What the hub tells leafnodes to dial, instead of its listen address. */
-  leafnodeAdvertise?: HostPort | undefined
-  /** The credentials leafnodes must present to this hub. */
-  leafnodeAuth?: { user: string; password: string } | undefined
-  /** An edge: connect as a leafnode to these servers of the hub site (one remote). */
-  hubUrls?: readonly string[] | undefined
-  /** Cluster with the other servers of this site (same domain). */
-  cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
-  /** HTTP monitoring (/varz, /leafz, /routez, /jsz). */
-  monitorListen?: HostPort | undefined
 }
 
 /** Quotes a string for the NATS config format (a JSON string is a valid NATS config string). */

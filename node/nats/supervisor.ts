@@ -19,10 +19,10 @@ import { nkeys } from '@nats-io/transport-node'
 import { formatHostPort, isLoopback, type HostPort } from '../config/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
-import { renderServerConfig } from './server-config.ts'
+import { renderServerConfig, type SiteTopology } from './server-config.ts'
 import { findExecutable } from './which.ts'
 
-export interface SupervisorOptions {
+export interface SupervisorOptions extends SiteTopology {
   /** Where the server's config, ports file and JetStream store live (created if missing). */
   dir: string
   binary: string
@@ -30,18 +30,6 @@ export interface SupervisorOptions {
   domain: string
   host: string
   port: number
-  /** A hub: accept leafnode connections here (port 0: any free one, kept across restarts). */
-  leafnodeListen?: HostPort | undefined
-  /** The address edges dial, if it is not the listen address (proxy, NAT, DNS name). */
-  leafnodeAdvertise?: HostPort | undefined
-  /** Credentials leafnodes must present. The password is written to the server's config (0600). */
-  leafnodeAuth?: { user: string; password: string } | undefined
-  /** An edge: the hub servers to connect to as a leafnode (credentials in the URLs). */
-  hubUrls?: readonly string[] | undefined
-  /** Cluster with the other servers of the site (port 0: any free one, kept across restarts). */
-  cluster?: { name: string; listen: HostPort; routes: readonly string[] } | undefined
-  /** HTTP monitoring (port 0: any free one, kept across restarts). */
-  monitorListen?: HostPort | undefined
   /**
    * A clustered server's first start waits until the site's JetStream has a leader and this many
    * servers (the replicas of fabric's streams), so that the node's first streams can be placed.
