@@ -63,6 +63,17 @@ t.test('an edge takes writes while the hub is down; after it returns every site 
   t.same([now.value, then.value], [{ n: 'changed after the snapshot' }, { id: 'k5', n: 5 }], 'reads at the snapshot see the cut, not what came after')
   const listed = await json(s.edge2, 'snap', 'ls', '/plant')
   t.same(listed.map((x: { name: string; seq: number }) => [x.name, x.seq]), [['offline-1', snap.seq]], 'snap ls')
+
+  // A restore made through the hub is new log entries at the home, so it replicates.
+  await cli(hub, 'snap', 'restore', '/plant', 'offline-1')
+  await poll('edge2 to see the restore', async () => JSON.stringify((await tableAt(s.edge2, '/plant/t'))?.k5) === JSON.stringify({ id: 'k5', n: 5 }), 30_000, 200)
+  // A clone homed at edge1 with a replica at edge2, made through the hub: the same content there.
+  await cli(hub, 'snap', 'clone', '/plant', 'offline-1', '/plant-copy', '--home', 'edge1', '--replicas', 'edge2')
+  const cloned = await poll('the clone to reach edge2', async () => {
+    const rows = await tableAt(s.edge2, '/plant-copy/t')
+    return rows && Object.keys(rows).length === 211 ? rows : undefined
+  }, 45_000, 200)
+  t.same(cloned.k5, { id: 'k5', n: 5 }, 'the clone holds the snapshot, at a replica of the new volume')
   const missing = await runCli(['table', 'get', '/plant/t', 'x', '--server', hub.api])
   t.equal(missing.code, 3, 'NOT_FOUND: the refused write left nothing behind')
 })

@@ -77,6 +77,8 @@ const RECENT_CHECKPOINTS = 16
 const FORWARD_TIMEOUT_MS = 35_000
 /** How often a node collects old versions it no longer needs (collectGarbage). */
 const GC_INTERVAL_MS = 10 * 60_000
+/** How long a home node waits for a volume it does not know yet to reach its catalog and open. */
+const FORWARD_OPEN_WAIT_MS = 10_000
 /** How long applying a file commit waits for chunks the site's chunk mirror has not got yet. */
 const CHUNK_WAIT_MS = 60_000
 
@@ -376,6 +378,10 @@ export class DataPlane {
     let reply: ForwardReply
     try {
       const { v, r, c } = unpack<ForwardRequest>(data)
+      // A volume created a moment ago elsewhere may not have reached this site's catalog, or be
+      // open here, yet: give it a little time rather than refuse the first write.
+      const deadline = Date.now() + FORWARD_OPEN_WAIT_MS
+      while ((!this.o.catalog.volume(v) || !this.volumes.has(v)) && Date.now() < deadline && !this.stopping.signal.aborted) await new Promise((r) => setTimeout(r, 50))
       const vol = this.o.catalog.volume(v)
       if (!vol) throw FabricError.notFound(`volume ${v} does not exist at its home site ${this.o.site}`)
       if (vol.home !== this.o.site) throw FabricError.failedPrecondition(`volume ${vol.path} is homed at ${vol.home}, not at ${this.o.site}`, { details: { volume: vol.path, home: vol.home } })
