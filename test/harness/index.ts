@@ -288,12 +288,13 @@ export interface NatsServerProcess {
  * A standalone nats-server with JetStream on a free loopback port, as an operator would run one
  * (for nodes configured with [nats] url). Readiness comes from its ports file.
  */
-export async function startNatsServer(t: Teardown, options: { domain?: string; args?: string[] } = {}): Promise<NatsServerProcess> {
+export async function startNatsServer(t: Teardown, options: { domain?: string; args?: string[]; config?: string } = {}): Promise<NatsServerProcess> {
   const dir = await tempDir(t, 'nats-')
   const args = ['-a', '127.0.0.1', '--ports_file_dir', dir, '-js', '-sd', dir, ...(options.args ?? [])]
-  if (options.domain) {
+  if (options.domain || options.config) {
+    // `config`: more nats-server config (e.g. a leafnodes block), appended as it is.
     const conf = path.join(dir, 'server.conf')
-    await writeFile(conf, `jetstream { domain: ${JSON.stringify(options.domain)} }\n`)
+    await writeFile(conf, `${options.domain ? `jetstream { domain: ${JSON.stringify(options.domain)} }\n` : ''}${options.config ?? ''}\n`)
     args.push('-c', conf)
   }
   let child: ChildProcess
