@@ -29,6 +29,8 @@ export interface LogMessage {
   data: Uint8Array
   /** The time JetStream stored the message, in ms since the epoch (same at every replica). */
   timeMs: number
+  /** The subject it was appended on (a chunk stream's name each chunk by its hash). */
+  subject?: string
 }
 
 export interface LogInfo {
@@ -233,7 +235,7 @@ export class Logs {
         let bytes = 0
         try {
           for await (const m of messages) {
-            batch.push({ seq: m.seq, data: m.data, timeMs: Math.floor(m.info.timestampNanos / 1e6) })
+            batch.push({ seq: m.seq, data: m.data, timeMs: Math.floor(m.info.timestampNanos / 1e6), subject: m.subject })
             bytes += m.data.length
             if (m.info.pending === 0 || batch.length >= 512 || bytes >= 8 * 1024 * 1024) {
               await onBatch(batch)
