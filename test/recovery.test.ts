@@ -192,18 +192,23 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
   // node applied). The follower notices, resumes at the log's end instead of skipping what comes
   // next, and the outbox fills the log again.
   const appliedBeforeLoss = a.follower.applied
-  onRegression = () => restarted.padTo(volumeId, appliedBeforeLoss).then(() => restarted.recover(() => true, undefined, { includeAcked: true }))
+  // What the data plane does at the home: pad past what was applied, then publish the outbox again.
+  const stopRecovery = new AbortController()
+  let recovery: Promise<unknown> | undefined
+  onRegression = () => (recovery = restarted.padTo(volumeId, appliedBeforeLoss).then(() => restarted.recover(() => true, stopRecovery.signal, { includeAcked: true })))
   await jsm.streams.delete(volumeStream(volumeId))
   await logs.ensure(volumeStream(volumeId), volumeSubject(volumeId))
   await nats.restart()
   await poll('the follower noticed the lost records', () => a.follower.regressions === 1, 30_000)
   await poll('the outbox refilled the log', async () => (await logs.info(volumeStream(volumeId))).messages >= 20, 30_000)
+  await recovery
   const next = await restarted.append(volumeId, { op: 'put', ds: 'd1', k: 'after-loss', d: new TextEncoder().encode('{"new":true}') })
   await a.follower.waitApplied(next)
   t.equal((await a.applier.stat('d1')).count, 21, 'a write after the loss is applied, not skipped; none applied twice')
   // ...at a position of its own: the log was padded past every position applied before the
   // loss, so no version written after it lands where an earlier one is stored.
   t.ok(next > appliedBeforeLoss, `the write after the loss is at ${next}, after the ${appliedBeforeLoss} positions applied before it`)
+  stopRecovery.abort()
   restarted.stop()
   await a.close()
 })
