@@ -15,7 +15,7 @@ import { createDataset, type Stack } from './stack.ts'
  * An upload as the CLI sends one: the size in the header, the SHA-256 computed while sending in
  * the trailer (the Object Store client hashes while sending too).
  */
-async function* putMessages(path: string, seed: string, size: number): AsyncGenerator<MessageInitShape<typeof PutFileRequestSchema>> {
+export async function* putMessages(path: string, seed: string, size: number): AsyncGenerator<MessageInitShape<typeof PutFileRequestSchema>> {
   yield { msg: { case: 'header', value: { path, size: BigInt(size) } } }
   const hash = createHash('sha256')
   for await (const piece of content(seed, size)) {

@@ -12,12 +12,10 @@
  * same way (leafnode through a proxy), with a plain mirror at the hub of a stream at the edge,
  * fed the same record bytes or the same 256 KiB pieces.
  */
-import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import { createClient, type Client } from '../node/api/index.ts'
-import type { PutFileRequestSchema } from '../proto/gen/fabric/v1/file_pb.ts'
 import { FileService } from '../proto/gen/fabric/v1/file_pb.ts'
 import { DatasetKind, NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { SnapshotService } from '../proto/gen/fabric/v1/snapshot_pb.ts'
@@ -26,6 +24,7 @@ import { TableService } from '../proto/gen/fabric/v1/table_pb.ts'
 import { freePort, poll, startNode, type NodeProcess } from '../test/harness/index.ts'
 import { startProxy, type Proxy } from '../test/harness/proxy.ts'
 import { content, contentSha256, MiB, record } from './content.ts'
+import { putMessages } from './files.ts'
 import { mbps, quantile } from './measure.ts'
 import { rawBacklogCatchUp, rawMirrorThroughput, recordMessages, startRawSites, PUBLISH_WINDOW, type RawSites } from './replication-raw.ts'
 import { fmt, type Comparison, type Figure, type Results } from './report.ts'
@@ -246,17 +245,6 @@ async function importAtEdge(f: FabricSites, messages: Iterable<ImportMessage>, n
   const r = await f.tables.import(fromArray(messages))
   if (Number(r.imported) !== n) throw new Error(`import: ${r.imported} of ${n} documents imported`)
   return Number(r.lastVersion)
-}
-
-/** An upload as the CLI sends one (size in the header, SHA-256 in the trailer), as bench/files.ts. */
-async function* putMessages(path: string, seed: string, size: number): AsyncGenerator<MessageInitShape<typeof PutFileRequestSchema>> {
-  yield { msg: { case: 'header', value: { path, size: BigInt(size) } } }
-  const hash = createHash('sha256')
-  for await (const piece of content(seed, size)) {
-    hash.update(piece)
-    yield { msg: { case: 'data', value: piece } }
-  }
-  yield { msg: { case: 'trailer', value: { sha256: hash.digest('hex') } } }
 }
 
 /** FileService.Put at the edge; resolves with the log position of the file's commit. */

@@ -1,15 +1,14 @@
 /** `fabric file ...`: files in files datasets, streamed both ways and verified end to end. */
 import { createHash } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
-import { rename, rm, stat } from 'node:fs/promises'
-import { once } from 'node:events'
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { FileService, type FileInfo } from '../proto/gen/fabric/v1/file_pb.ts'
 import { FabricError } from '../node/errors/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { progress } from './progress.ts'
-import { atOption, columns, iso, parseCount, writeLine } from './util.ts'
+import { atOption, columns, downloadTo, iso, parseCount, writeLine } from './util.ts'
 
 type Common = { server: string; output: OutputFormat }
 const CHUNK = 256 * 1024
@@ -67,44 +66,32 @@ export function fileCommand(): Command {
     .addOption(atOption())
     .addOption(serverOption())
     .action(async (path: string, local: string, o: { server: string; seq?: number; at?: string }) => {
-      const toStdout = local === '-'
-      const tmp = `${local}.fabric-partial`
-      const out = toStdout ? process.stdout : createWriteStream(tmp)
       const hash = createHash('sha256')
       let info: ReturnType<typeof infoJson> | undefined
       let bar = progress('', 0, 'bytes')
       let got = 0
       try {
-        await withClient(FileService, o.server, async (c) => {
-          for await (const m of c.get({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' })) {
-            if (m.msg.case === 'info') {
-              info = infoJson(m.msg.value)
-              if (!toStdout && info.size >= 16 * CHUNK) bar = progress(`get ${path}`, Number(info.size), 'bytes')
-            } else if (m.msg.case === 'data') {
-              hash.update(m.msg.value)
-              got += m.msg.value.length
-              bar.update(got)
-              if (!out.write(m.msg.value)) await once(out, 'drain')
+        await downloadTo(local, async (write) => {
+          await withClient(FileService, o.server, async (c) => {
+            for await (const m of c.get({ path, atSeq: BigInt(o.seq ?? 0), atSnapshot: o.at ?? '' })) {
+              if (m.msg.case === 'info') {
+                info = infoJson(m.msg.value)
+                if (local !== '-' && info.size >= 16 * CHUNK) bar = progress(`get ${path}`, Number(info.size), 'bytes')
+              } else if (m.msg.case === 'data') {
+                hash.update(m.msg.value)
+                got += m.msg.value.length
+                bar.update(got)
+                await write(m.msg.value)
+              }
             }
+          })
+          const sha = hash.digest('hex')
+          if (!info || sha !== info.sha256 || BigInt(got) !== info.size) {
+            throw FabricError.internal(`download of ${path} does not match: got ${got} bytes with sha256 ${sha}, expected ${info?.size} bytes with ${info?.sha256}`)
           }
         })
+      } finally {
         bar.stop()
-        const sha = hash.digest('hex')
-        if (!info || sha !== info.sha256 || BigInt(got) !== info.size) {
-          throw FabricError.internal(`download of ${path} does not match: got ${got} bytes with sha256 ${sha}, expected ${info?.size} bytes with ${info?.sha256}`)
-        }
-        if (!toStdout) {
-          out.end()
-          await once(out, 'finish')
-          await rename(tmp, local)
-        }
-      } catch (err) {
-        bar.stop()
-        if (!toStdout) {
-          out.destroy()
-          await rm(tmp, { force: true })
-        }
-        throw err
       }
     })
   cmd

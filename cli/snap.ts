@@ -1,8 +1,7 @@
 /** `fabric snap ...`: snapshots of a volume, consistent points in its log, and what to do with them. */
 import { createHash } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
-import { rename, rm, stat } from 'node:fs/promises'
-import { once } from 'node:events'
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { DatasetKind, NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { ChangeKind, SnapshotService, type ArchiveInfo, type DatasetChanges, type Snapshot } from '../proto/gen/fabric/v1/snapshot_pb.ts'
@@ -10,7 +9,7 @@ import { FabricError } from '../node/errors/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { progress } from './progress.ts'
-import { columns, iso, parseCount, writeLine } from './util.ts'
+import { columns, downloadTo, iso, parseCount, writeLine } from './util.ts'
 import { volumeJson } from './volume.ts'
 
 type Common = { server: string; output: OutputFormat }
@@ -205,41 +204,32 @@ export function snapCommand(): Command {
     .addOption(serverOption())
     .addOption(outputOption())
     .action(async (volume: string, name: string, file: string, o: Common) => {
-      const toStdout = file === '-'
-      const tmp = `${file}.fabric-partial`
-      const out = toStdout ? process.stdout : createWriteStream(tmp)
       const hash = createHash('sha256')
       let info: ReturnType<typeof archiveJson> | undefined
       let bar = progress('', 0, 'bytes')
       let bytes = 0
       try {
-        await withClient(SnapshotService, o.server, async (c) => {
-          for await (const m of c.exportSnapshot({ volume, name })) {
-            if (m.msg.case === 'info') {
-              info = archiveJson(m.msg.value)
-              if (!toStdout) bar = progress(`export ${volume}@${name}`, Number(info.payloadBytes), 'bytes')
-            } else if (m.msg.case === 'data') {
-              hash.update(m.msg.value)
-              bytes += m.msg.value.length
-              bar.update(Math.min(bytes, Number(info?.payloadBytes ?? 0)))
-              if (!out.write(m.msg.value)) await once(out, 'drain')
+        await downloadTo(file, async (write) => {
+          await withClient(SnapshotService, o.server, async (c) => {
+            for await (const m of c.exportSnapshot({ volume, name })) {
+              if (m.msg.case === 'info') {
+                info = archiveJson(m.msg.value)
+                if (file !== '-') bar = progress(`export ${volume}@${name}`, Number(info.payloadBytes), 'bytes')
+              } else if (m.msg.case === 'data') {
+                hash.update(m.msg.value)
+                bytes += m.msg.value.length
+                bar.update(Math.min(bytes, Number(info?.payloadBytes ?? 0)))
+                await write(m.msg.value)
+              }
             }
-          }
+          })
+          if (!info) throw FabricError.internal(`the node sent no archive for ${volume}@${name}`)
         })
+      } finally {
         bar.stop()
-        if (!info) throw FabricError.internal(`the node sent no archive for ${volume}@${name}`)
-        if (toStdout) return
-        out.end()
-        await once(out, 'finish')
-        await rename(tmp, file)
-      } catch (err) {
-        bar.stop()
-        if (!toStdout) {
-          out.destroy()
-          await rm(tmp, { force: true })
-        }
-        throw err
       }
+      // With "-" the archive went to stdout: nothing else may follow it there.
+      if (file === '-' || !info) return
       const sha = hash.digest('hex')
       writeLine(
         o.output === 'json'

@@ -1,4 +1,7 @@
 /** Small helpers shared by the data commands. */
+import { once } from 'node:events'
+import { createWriteStream } from 'node:fs'
+import { rename, rm } from 'node:fs/promises'
 import { InvalidArgumentError, Option } from 'commander'
 import { FabricError } from '../node/errors/index.ts'
 
@@ -48,3 +51,30 @@ export function columns(header: string[], rows: string[][]): string {
 
 /** `--at NAME`: read as of a snapshot of the path's volume. */
 export const atOption = () => new Option('--at <snapshot>', "read as of this snapshot of the path's volume").conflicts('seq')
+
+/**
+ * Writes a download to `local` ("-": stdout). A file is written as `<local>.fabric-partial` and
+ * renamed into place only once `fill` resolves, so LOCAL is never left half written; when `fill`
+ * throws the partial file is removed.
+ */
+export async function downloadTo(local: string, fill: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
+  const toStdout = local === '-'
+  const tmp = `${local}.fabric-partial`
+  const out = toStdout ? process.stdout : createWriteStream(tmp)
+  const write = async (chunk: Uint8Array) => {
+    if (!out.write(chunk)) await once(out, 'drain')
+  }
+  try {
+    await fill(write)
+    if (toStdout) return
+    out.end()
+    await once(out, 'finish')
+    await rename(tmp, local)
+  } catch (err) {
+    if (!toStdout) {
+      out.destroy()
+      await rm(tmp, { force: true })
+    }
+    throw err
+  }
+}

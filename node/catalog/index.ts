@@ -25,6 +25,7 @@ import {
 } from '../replication/index.ts'
 import { keys, type BatchOp, type Store } from '../store/index.ts'
 import cron from 'node-cron'
+import { NAME_PATTERN } from '../config/index.ts'
 import { contains, nearest, parseDatasetPath, parsePath } from './paths.ts'
 
 export * from './paths.ts'
@@ -440,11 +441,8 @@ function rootVolume(home: string): VolumeEntry {
 }
 
 function checkSiteName(name: string, what: string): void {
-  if (!SITE_NAME.test(name)) throw FabricError.invalidArgument(`${what} site ${JSON.stringify(name)}: expected lowercase letters, digits and "-", starting with a letter or digit`, { details: { site: name } })
+  if (!NAME_PATTERN.test(name)) throw FabricError.invalidArgument(`${what} site ${JSON.stringify(name)}: expected lowercase letters, digits and "-", starting with a letter or digit`, { details: { site: name } })
 }
-
-/** Site names are JetStream domains (the config's rule). */
-const SITE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/
 
 /** An error from reaching another site, said as such: UNAVAILABLE naming the site. */
 function unreachable(err: unknown, site: string, here: string, what: string): FabricError {

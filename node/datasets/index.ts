@@ -5,12 +5,11 @@
  * at any earlier one.
  */
 import { createHash } from 'node:crypto'
-import { Catalog, validateFileName, validateKey, type DatasetEntry, type VolumeEntry } from '../catalog/index.ts'
-import { FabricError } from '../errors/index.ts'
+import { Catalog, SEGMENT, validateFileName, validateKey, type DatasetEntry, type VolumeEntry } from '../catalog/index.ts'
+import { FabricError, type ErrorCode } from '../errors/index.ts'
 import type { Logger } from '../log/index.ts'
 import { MAX_RECORD_BYTES, NoResponders, type Bus, type Logs } from '../nats/index.ts'
 import { chunkStream, chunkSubject, chunkSubjects, Follower, hashHex, LogWriter, pack, unpack, volumeStream, volumeSubject, type Outcome, type TableOp, type VolumeRecord } from '../replication/index.ts'
-import type { ErrorCode } from '../errors/index.ts'
 import type { HeldVolume } from '../sites/index.ts'
 import { keys, type BatchOp, type ChunkStore, type Store } from '../store/index.ts'
 import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile, type StoredSnapshot } from './apply.ts'
@@ -353,6 +352,17 @@ export class DataPlane {
   }
 
   /**
+   * The volume's runtime here for a write, if this site holds it. At the home it must be open
+   * (the write goes through this node's writer); elsewhere the write is forwarded, and a site
+   * that does not hold the volume can still send it.
+   */
+  private writable(volumeId: string): VolumeRuntime | undefined {
+    const rt = this.volumes.get(volumeId)
+    if (!rt && this.o.catalog.volume(volumeId)?.home === this.o.site) this.runtime(volumeId) // throws: not open yet
+    return rt
+  }
+
+  /**
    * Appends a record to its volume's log. At the volume's home this node's writer does it
    * (durable, idempotent); elsewhere the record is sent to a node of the home site, which writes
    * and applies it and answers with its position and outcome.
@@ -404,9 +414,8 @@ export class DataPlane {
    */
   private async write(target: DatasetEntry | VolumeEntry, record: VolumeRecord, chunks?: string[]): Promise<{ seq: number; outcome: Outcome | undefined }> {
     const volumeId = 'volumeId' in target ? target.volumeId : target.id
-    const rt = this.volumes.get(volumeId)
+    const rt = this.writable(volumeId)
     const vol = this.o.catalog.volume(volumeId)
-    if (!rt && vol?.home === this.o.site) this.runtime(volumeId) // throws: not open yet
     const { seq, outcome: forwarded } = await this.append(volumeId, record, chunks)
     const outcome = forwarded ?? (rt && vol?.home === this.o.site ? await rt.follower.waitApplied(seq) : undefined)
     if (outcome?.error) throw outcome.error
@@ -569,18 +578,7 @@ export class DataPlane {
     if (v.home === this.o.site) throw FabricError.failedPrecondition(`site ${this.o.site} is the home of ${v.path}: its log is the reference; re-seed the replicas instead`, { details: { volume: v.path } })
     this.runtime(v.id)
     await this.closeVolume(v.id, true)
-    const prefixes = [keys.volumePrefix(v.id), ...this.o.catalog.datasetsIn(v.id).map((d) => keys.datasetPrefix(d.id))]
-    for (const prefix of prefixes) {
-      let ops: BatchOp[] = []
-      for await (const [k] of this.o.store.entries({ gte: prefix, lt: keys.prefixEnd(prefix) })) {
-        ops.push({ type: 'del', key: k })
-        if (ops.length >= 1000) {
-          await this.o.store.batch(ops)
-          ops = []
-        }
-      }
-      await this.o.store.batch(ops, { sync: true })
-    }
+    for (const prefix of [keys.volumePrefix(v.id), ...this.o.catalog.datasetsIn(v.id).map((d) => keys.datasetPrefix(d.id))]) await this.o.store.clearPrefix(prefix)
     this.o.log.warn({ volume: v.path }, 'volume dropped at this site; taking it again from its home')
     await this.openVolume(v)
   }
@@ -801,8 +799,7 @@ export class DataPlane {
    */
   async import(path: string, docs: AsyncIterable<{ key: string; json: string }>, window = 8): Promise<{ imported: number; batches: number; lastSeq: number }> {
     const ds = this.o.catalog.datasetAt(path, 'table')
-    const rt = this.volumes.get(ds.volumeId)
-    if (!rt && this.o.catalog.volume(ds.volumeId)?.home === this.o.site) this.runtime(ds.volumeId)
+    const rt = this.writable(ds.volumeId)
     let imported = 0
     let batches = 0
     let lastSeq = 0
@@ -891,11 +888,9 @@ export class DataPlane {
     const { ds, name } = this.o.catalog.fileAt(path)
     validateFileName(name, path)
     if (expect.sha256 && !/^[0-9a-f]{64}$/.test(expect.sha256)) throw FabricError.invalidArgument(`sha256 ${JSON.stringify(expect.sha256)} is not 64 lowercase hex digits`)
-    const vol = this.o.catalog.volume(ds.volumeId)!
-    // At the home the volume must be open before anything is sent; elsewhere the chunks go to the
-    // home's chunk stream and are kept here only if this site holds the volume.
-    if (vol.home === this.o.site) this.runtime(ds.volumeId)
-    const keepHere = this.volumes.has(ds.volumeId)
+    // Elsewhere than at the home the chunks go to the home's chunk stream and are kept here only
+    // if this site holds the volume.
+    const keepHere = this.writable(ds.volumeId) !== undefined
     const whole = createHash('sha256')
     const chunks: string[] = []
     const sent = new Set<string>()
@@ -1110,8 +1105,7 @@ export class DataPlane {
     const ds = this.o.catalog.datasetAt(path, 'stream')
     if (events.length === 0) throw FabricError.invalidArgument('publish needs at least one event')
     const payloads = events.map((e, i) => checkJson(e, MAX_EVENT_BYTES, `event ${i + 1}`))
-    const rt = this.volumes.get(ds.volumeId)
-    if (!rt && this.o.catalog.volume(ds.volumeId)?.home === this.o.site) this.runtime(ds.volumeId)
+    const rt = this.writable(ds.volumeId)
     // Appends are issued in order on one connection, so the log keeps this order (forwarded ones
     // too: requests on one connection reach the home in order, and it appends them in order).
     const seqs = await Promise.all(payloads.map(async (d) => (await this.append(ds.volumeId, { op: 'event', ds: ds.id, d })).seq))
@@ -1177,7 +1171,7 @@ export class DataPlane {
 
 /** Snapshot names follow the rule of path segments. */
 function validateSnapshotName(name: string): void {
-  if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+  if (typeof name !== 'string' || !SEGMENT.test(name)) {
     throw FabricError.invalidArgument(`snapshot name ${JSON.stringify(name)}: expected lowercase letters, digits, ".", "_" and "-", starting with a letter or digit, at most 63 characters`, {
       details: { snapshot: String(name) },
     })

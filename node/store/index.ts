@@ -8,6 +8,7 @@ import { FabricError } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
 import type { Logger } from '../log/index.ts'
 import { diskUsage } from './disk.ts'
+import { prefixEnd } from './keys.ts'
 
 export { diskUsage } from './disk.ts'
 export * as keys from './keys.ts'
@@ -87,6 +88,11 @@ export class Store implements Service {
     if (ops.length === 0) return
     const db = this.open as unknown as { batch(ops: BatchOp[], o: { sync: boolean }): Promise<void> }
     await db.batch(ops, { sync: options.sync ?? false })
+  }
+
+  /** Deletes every key that starts with prefix (not atomically: in LevelDB's own batches). */
+  async clearPrefix(prefix: string): Promise<void> {
+    await this.open.clear({ gte: prefix, lt: prefixEnd(prefix) })
   }
 
   iterator(options: IterateOptions): StoreIterator {
