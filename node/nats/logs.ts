@@ -21,6 +21,8 @@ import type { Logger } from '../log/index.ts'
 export const MAX_RECORD_BYTES = 1024 * 1024
 /** Records a log follower has pulled but not applied yet, at most (see follow). */
 const PULL_MESSAGES = 64
+/** A follower with no record for this long, while its log has more, subscribes again. */
+const STALL_MS = 10_000
 /** How long JetStream remembers message ids for deduplication. */
 export const DEDUP_WINDOW_MS = 2 * 60_000
 
@@ -211,6 +213,28 @@ export class Logs {
     void (async () => {
       for await (const s of statuses) if (s.type === 'reconnect') stopCurrent?.()
     })().catch(() => undefined)
+    // A consumer can be lost without a reconnect: on a clustered site it lives on one server, and
+    // when that server dies the client may wait on it for a long time. A follower that has had no
+    // record for a while although the log has more starts its consumer again.
+    let lastProgress = Date.now()
+    // When the log was first seen to have more than was delivered (0: not behind). A restart needs
+    // two checks in a row, so a record that is on its way is not mistaken for a stall.
+    let behindSince = 0
+    const watchdog = setInterval(() => {
+      if (!stopCurrent || Date.now() - lastProgress < STALL_MS) return
+      void this.info(stream).then(
+        (info) => {
+          if (info.lastSeq < next) return void (behindSince = 0)
+          if (!behindSince || lastProgress > behindSince) return void (behindSince = Date.now())
+          this.log.warn({ stream, next, logEnd: info.lastSeq }, 'the log has records its follower is not getting; subscribing again')
+          behindSince = 0
+          lastProgress = Date.now()
+          stopCurrent?.()
+        },
+        () => undefined,
+      )
+    }, STALL_MS / 2)
+    watchdog.unref()
     while (!signal.aborted) {
       try {
         const info = await this.info(stream)
@@ -235,6 +259,7 @@ export class Logs {
         let bytes = 0
         try {
           for await (const m of messages) {
+            lastProgress = Date.now()
             batch.push({ seq: m.seq, data: m.data, timeMs: Math.floor(m.info.timestampNanos / 1e6), subject: m.subject })
             bytes += m.data.length
             if (m.info.pending === 0 || batch.length >= 512 || bytes >= 8 * 1024 * 1024) {
@@ -259,6 +284,7 @@ export class Logs {
         await new Promise((r) => setTimeout(r, 500))
       }
     }
+    clearInterval(watchdog)
     statuses.stop?.()
   }
 }
