@@ -141,12 +141,16 @@ export function volumeCommand(): Command {
     })
   cmd
     .command('gc <path>')
-    .description("remove old versions this node's store no longer needs (neither newest nor visible at a snapshot)")
+    .description("collect garbage now: old versions no snapshot needs, chunks no kept file version refers to (at the volume's home), and chunk pack space")
     .addOption(serverOption())
     .addOption(outputOption())
     .action(async (path: string, o: Common) => {
       const r = await withClient(NamespaceService, o.server, (c) => c.collectGarbage({ path }))
-      writeLine(o.output === 'json' ? toJson({ versionsRemoved: r.versionsRemoved, bytesRemoved: r.bytesRemoved }) : `removed ${r.versionsRemoved} old versions (${formatBytes(r.bytesRemoved)})`)
+      writeLine(
+        o.output === 'json'
+          ? toJson({ versionsRemoved: r.versionsRemoved, bytesRemoved: r.bytesRemoved, chunksRemoved: r.chunksRemoved, packBytesReclaimed: r.packBytesReclaimed })
+          : `removed ${r.versionsRemoved} old versions (${formatBytes(r.bytesRemoved)}) and ${r.chunksRemoved} chunks no file needs; ${formatBytes(r.packBytesReclaimed)} of chunk packs given back`,
+      )
     })
   cmd
     .command('set-replicas <path> <sites>')

@@ -154,7 +154,19 @@ export class FabricNode {
     })
     const chunks = new ChunkStore({ dir: path.join(c.node.dataDir, 'chunks'), store: this.store, log: log.child({ subsystem: 'chunks' }) })
     this.chunks = chunks
-    const data = new DataPlane({ store: this.store, chunks, catalog, logs, logsAt, bus, site: c.node.site, writerId: this.id, log: log.child({ subsystem: 'data' }) })
+    const data = new DataPlane({
+      store: this.store,
+      chunks,
+      catalog,
+      logs,
+      logsAt,
+      bus,
+      site: c.node.site,
+      writerId: this.id,
+      log: log.child({ subsystem: 'data' }),
+      gcIntervalMs: c.gc.intervalMs,
+      unclaimedChunkGraceMs: c.gc.unclaimedChunkGraceMs,
+    })
     this.catalog = catalog
     this.data = data
     const sites = new Sites({

@@ -20,10 +20,10 @@ const chunkOf = (data: Uint8Array): Chunk => ({ sha256: createHash('sha256').upd
 const randomChunk = (bytes: number): Chunk => chunkOf(new Uint8Array(randomBytes(bytes)))
 
 /** A started Store and ChunkStore on `dir`, stopped at teardown (stop is idempotent, so tests may stop first). */
-async function open(t: Teardown, dir: string, packBytes?: number): Promise<{ store: Store; chunks: ChunkStore }> {
+async function open(t: Teardown, dir: string, packBytes?: number, compactMinAgeMs?: number): Promise<{ store: Store; chunks: ChunkStore }> {
   const store = new Store({ dir: path.join(dir, 'db'), log })
   await store.start()
-  const chunks = new ChunkStore({ dir: path.join(dir, 'packs'), store, log, ...(packBytes === undefined ? {} : { packBytes }) })
+  const chunks = new ChunkStore({ dir: path.join(dir, 'packs'), store, log, ...(packBytes === undefined ? {} : { packBytes }), ...(compactMinAgeMs === undefined ? {} : { compactMinAgeMs }) })
   await chunks.start()
   t.teardown(async () => {
     await chunks.stop()
@@ -153,4 +153,59 @@ t.test('stage refuses a malformed hash and works only while started', async (t) 
   await t.rejects(chunks.stage([{ sha256: '../x', data: new Uint8Array(1) }]), { name: 'FabricError', code: 'INVALID_ARGUMENT' })
   await chunks.stop()
   await t.rejects(chunks.stage([randomChunk(1)]), { name: 'FabricError', code: 'UNAVAILABLE' })
+})
+
+t.test('sweep drops what the caller no longer needs; compact gives the space back and keeps the rest readable', async (t) => {
+  const dir = await tempDir(t)
+  // Packs of about four chunks; compaction may touch any pack but the one being appended to.
+  const { store, chunks } = await open(t, dir, 4 * 10_000, 0)
+  const list = Array.from({ length: 12 }, () => randomChunk(10_000))
+  for (const c of list) await put(store, chunks, [c])
+  // Bytes staged but never indexed (an upload that failed) are dead space too.
+  await chunks.stage([randomChunk(10_000)])
+  const bytesBefore = await chunks.bytes()
+  const keep = new Set([list[0]!, list[5]!, list[11]!].map((c) => c.sha256))
+  const seen: number[] = []
+  const dropped = await chunks.sweep((sha256, stagedMs) => {
+    seen.push(stagedMs)
+    return keep.has(sha256)
+  })
+  t.equal(dropped, 9, 'nine index entries dropped')
+  t.ok(seen.every((ms) => ms > Date.now() - 60_000 && ms <= Date.now()), 'the keep test is told when each chunk was staged')
+  for (const c of list) t.equal(chunks.has(c.sha256), keep.has(c.sha256), `chunk ${c.sha256.slice(0, 8)} ${keep.has(c.sha256) ? 'kept' : 'dropped'}`)
+
+  const { packs: compacted, bytesReclaimed } = await chunks.compact()
+  t.ok(compacted >= 2, `packs rewritten (${compacted})`)
+  t.ok(bytesReclaimed >= 8 * 10_000, `dead bytes given back (${bytesReclaimed})`)
+  t.ok((await chunks.bytes()) < bytesBefore - 7 * 10_000, 'the pack files are smaller')
+  await assertReadable(t, chunks, list.filter((c) => keep.has(c.sha256)))
+  t.same(await chunks.compact(), { packs: 0, bytesReclaimed: 0 }, 'a second compaction finds nothing to do')
+
+  // A reopened store reads the moved chunks from their new place.
+  await chunks.stop()
+  await store.stop()
+  const again = await open(t, dir, 4 * 10_000, 0)
+  await assertReadable(t, again.chunks, list.filter((c) => keep.has(c.sha256)))
+})
+
+t.test('a pack written to recently is not compacted', async (t) => {
+  const dir = await tempDir(t)
+  const { store, chunks } = await open(t, dir, 2 * 10_000)
+  const list = Array.from({ length: 6 }, () => randomChunk(10_000))
+  for (const c of list) await put(store, chunks, [c])
+  await chunks.sweep(() => false)
+  t.same(await chunks.compact(), { packs: 0, bytesReclaimed: 0 }, 'within the default hour nothing is rewritten')
+})
+
+t.test('reads racing a compaction find the chunk at its new place', async (t) => {
+  const dir = await tempDir(t)
+  const { store, chunks } = await open(t, dir, 3 * 20_000, 0)
+  const list = Array.from({ length: 9 }, () => randomChunk(20_000))
+  for (const c of list) await put(store, chunks, [c])
+  const survivors = [list[0]!, list[3]!, list[6]!]
+  await chunks.sweep((sha) => survivors.some((c) => c.sha256 === sha))
+  const reads = Promise.all(Array.from({ length: 200 }, (_, i) => chunks.read(survivors[i % 3]!.sha256)))
+  const compacting = chunks.compact()
+  const [got] = await Promise.all([reads, compacting])
+  t.ok(got.every((d, i) => d && Buffer.from(d).equals(Buffer.from(survivors[i % 3]!.data))), 'every read returned the right bytes')
 })

@@ -139,7 +139,7 @@ t.test('records JetStream lost come back from the outbox and are applied once', 
     await store.start()
     const chunks = new ChunkStore({ dir: path.join(dir, `${name}-chunks`), store, log })
     await chunks.start()
-    const applier = new VolumeApplier(store, { stage: (c) => chunks.stage(c), fetch: async () => undefined }, volumeId, 'writer-a', log, () => undefined)
+    const applier = new VolumeApplier(store, { stage: (c) => chunks.stage(c), fetch: async () => undefined, awaitTracked: async (shas) => shas, collected: () => undefined }, volumeId, 'writer-a', log, () => undefined)
     const follower = new Follower({
       name,
       logs,

@@ -97,7 +97,7 @@ export function namespaceServiceImpl(catalog: Catalog, data: DataPlane, sites: S
     setSnapshotSchedule: async (req) => ({ volume: volumeMsg(await catalog.setSchedule(req.path, req.cron ? { cron: req.cron, keep: req.keep } : null)) }),
     collectGarbage: async (req) => {
       const r = await data.collectGarbage(req.path)
-      return { versionsRemoved: BigInt(r.versions), bytesRemoved: BigInt(r.bytes) }
+      return { versionsRemoved: BigInt(r.versions), bytesRemoved: BigInt(r.bytes), chunksRemoved: BigInt(r.chunksRemoved), packBytesReclaimed: BigInt(r.packBytesReclaimed) }
     },
     reseedVolume: async (req) => {
       await data.reseed(req.path)

@@ -56,6 +56,12 @@ export interface Config {
     /** nats-server HTTP monitoring (/varz, /leafz, /routez, /jsz); off unless set. */
     readonly monitorListen: HostPort | undefined
   }
+  readonly gc: {
+    /** How often the node collects garbage by itself. */
+    readonly intervalMs: number
+    /** Chunks no commit claimed (uploads in progress or failed) are kept this long. */
+    readonly unclaimedChunkGraceMs: number
+  }
   readonly log: { readonly level: LogLevel; readonly format: 'auto' | 'json' | 'pretty' }
   /** The file the config came from, if any. */
   readonly source: string | undefined
@@ -108,6 +114,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       replicas: c.nats.replicas,
       monitorListen: c.nats.monitor_listen,
     },
+    gc: { intervalMs: c.gc.interval, unclaimedChunkGraceMs: c.gc.unclaimed_chunk_grace },
     log: { level: c.log.level, format: c.log.format },
     source: file,
   })

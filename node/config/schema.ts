@@ -107,6 +107,12 @@ export const ConfigSchema = z.strictObject({
     })
     .superRefine(checkTopology, { when: (payload) => payload.issues.length === 0 })
     .prefault({}),
+  gc: z
+    .strictObject({
+      interval: duration.default(10 * 60_000),
+      unclaimed_chunk_grace: duration.default(24 * 3_600_000),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'], { error: 'expected one of trace, debug, info, warn, error, fatal' }).default('info'),

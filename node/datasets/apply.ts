@@ -69,6 +69,17 @@ export interface VolumeChunks {
   stage(chunks: Array<{ sha256: string; data: Uint8Array }>): Promise<BatchOp[]>
   /** A chunk's bytes from the volume's chunk stream; undefined if it is not there (yet). */
   fetch(sha256: string): Promise<Uint8Array | undefined>
+  /**
+   * Waits a while for the site's copy of the chunk stream to be seen holding these chunks;
+   * resolves with those it still does not hold.
+   */
+  awaitTracked(shas: string[]): Promise<string[]>
+  /**
+   * Chunks chunk GC removed from the volume, once the batch that did so is committed: their
+   * messages in the site's copy of the chunk stream go, and their bytes on this node where no
+   * other volume needs them.
+   */
+  collected(chunks: Array<[string, number]>): void
 }
 
 /** Chunks fetched (and held in memory) at once while applying a file commit. */
@@ -127,8 +138,17 @@ export class VolumeApplier {
           for (const h of r.chunks) {
             wanted.add(keys.chunk(h))
             wanted.add(keys.volumeChunk(this.volumeId, h))
+            wanted.add(keys.volumeChunkSeen(this.volumeId, h))
+            wanted.add(keys.volumeChunkCondemned(this.volumeId, h))
           }
           wanted.add(keys.head(r.ds, r.n))
+          break
+        case 'cgc':
+          for (const [h] of r.c) {
+            wanted.add(keys.volumeChunk(this.volumeId, h))
+            wanted.add(keys.volumeChunkSeen(this.volumeId, h))
+            wanted.add(keys.volumeChunkCondemned(this.volumeId, h))
+          }
           break
         case 'fdel':
           wanted.add(keys.head(r.ds, r.n))
@@ -145,20 +165,28 @@ export class VolumeApplier {
   }
 
   /**
-   * Makes sure this node holds every chunk of a file commit before the commit applies: chunks it
-   * lacks (written through another node, or by another site) are fetched from the volume's chunk
-   * stream, verified and staged (durable before the batch that indexes them commits), a window at
-   * a time so that memory stays bounded for any file size. A chunk not in the stream yet (its
-   * mirror lags the log's) fails the batch, which the follower retries.
+   * Makes sure every chunk of a file commit is held before the commit applies, and makes them
+   * the volume's. Chunks the upload sent are held in this node's pack files (it received the
+   * upload) or in the site's copy of the volume's chunk stream (the tracker has seen them there),
+   * from which reads take them. Chunks in neither after a wait (the chunk mirror lags the log's
+   * by more than that, or lost them) are fetched, from the site's stream or the home's, verified
+   * and staged here (durable before the batch that indexes them commits), a window at a time so
+   * that memory stays bounded for any file size. A chunk found nowhere fails the batch, which the
+   * follower retries. Deduplicated chunks (nx) are the volume's already, which the caller checked.
    */
-  private async holdChunks(chunks: string[], state: Map<string, Uint8Array | undefined>, ops: BatchOp[]): Promise<void> {
-    const missing = [...new Set(chunks.filter((h) => state.get(keys.chunk(h)) === undefined))]
+  private async holdChunks(r: { chunks: string[]; nx?: string[] }, seq: number, state: Map<string, Uint8Array | undefined>, ops: BatchOp[]): Promise<void> {
+    const v = this.volumeId
+    const dedup = new Set(r.nx ?? [])
+    const unheld = [
+      ...new Set(r.chunks.filter((h) => !dedup.has(h) && state.get(keys.chunk(h)) === undefined && state.get(keys.volumeChunkSeen(v, h)) === undefined && state.get(keys.volumeChunk(v, h)) === undefined)),
+    ]
+    const missing = unheld.length > 0 ? await this.chunks.awaitTracked(unheld) : []
     const fetchWindow = (from: number) => {
       const p = Promise.all(
         missing.slice(from, from + FETCH_WINDOW).map(async (sha256) => {
           const data = await this.chunks.fetch(sha256)
-          if (!data) throw FabricError.unavailable(`chunk ${sha256} is not in the chunk stream of volume ${this.volumeId} yet`, { details: { chunk: sha256 } })
-          if (createHash('sha256').update(data).digest('hex') !== sha256) throw FabricError.internal(`chunk ${sha256} in the chunk stream of volume ${this.volumeId} does not match its hash`)
+          if (!data) throw FabricError.unavailable(`chunk ${sha256} is not in the chunk stream of volume ${v} yet`, { details: { chunk: sha256 } })
+          if (createHash('sha256').update(data).digest('hex') !== sha256) throw FabricError.internal(`chunk ${sha256} in the chunk stream of volume ${v} does not match its hash`)
           return { sha256, data }
         }),
       )
@@ -174,11 +202,19 @@ export class VolumeApplier {
       ops.push(...(await this.chunks.stage(fetched)))
       for (const c of fetched) state.set(keys.chunk(c.sha256), EMPTY)
     }
-    for (const h of chunks) {
-      const marker = keys.volumeChunk(this.volumeId, h)
-      if (state.get(marker) !== undefined) continue
-      state.set(marker, EMPTY)
-      ops.push({ type: 'put', key: marker, value: EMPTY })
+    // Each chunk is the volume's, claimed as of this position (chunk GC leaves alone what was
+    // claimed after it decided).
+    const claim = new TextEncoder().encode(String(seq))
+    for (const h of new Set(r.chunks)) {
+      const member = keys.volumeChunk(v, h)
+      state.set(member, claim)
+      ops.push({ type: 'put', key: member, value: claim })
+      // Referred to again after chunk GC condemned it: rescued.
+      const condemned = keys.volumeChunkCondemned(v, h)
+      if (state.get(condemned) !== undefined) {
+        state.set(condemned, undefined)
+        ops.push({ type: 'del', key: condemned })
+      }
     }
   }
 
@@ -188,6 +224,7 @@ export class VolumeApplier {
     const touched = new Map<string, DatasetStat>()
     const events = new Map<string, number>()
     const writers = new Map<string, number>()
+    const collected: Array<[string, number]> = []
 
     const records: Array<{ m: LogMessage; r: VolumeRecord }> = []
     for (const m of batch) {
@@ -296,7 +333,15 @@ export class VolumeApplier {
           const cur = current(r.ds, r.n)
           const stat = await statFor(r.ds)
           if (r.op === 'file') {
-            await this.holdChunks(r.chunks, state, ops)
+            // A deduplicated chunk that chunk GC removed while the upload ran (the uploading
+            // node had not applied that yet): the same outcome at every node, the file is not
+            // committed, and the uploader is told to send it again.
+            const gone = r.nx?.find((h) => state.get(keys.volumeChunk(this.volumeId, h)) === undefined)
+            if (gone) {
+              if (mine) outcomes.set(m.seq, { error: FabricError.failedPrecondition(`chunk ${gone} of ${r.n} was garbage-collected while the upload ran; upload the file again`, { details: { chunk: gone } }) })
+              break
+            }
+            await this.holdChunks(r, m.seq, state, ops)
             ops.push({ type: 'put', key: keys.fileVersion(r.ds, r.n, m.seq), value: pack({ size: r.size, sha: r.sha, chunks: r.chunks, t: m.timeMs } satisfies StoredFile) })
             stat.count += cur.live ? 0 : 1
             stat.bytes += r.size - (cur.live ? cur.size : 0)
@@ -347,6 +392,34 @@ export class VolumeApplier {
         }
         case 'nop':
           break
+        case 'cgc': {
+          for (const entry of r.c) {
+            const [h, pos] = entry
+            const condemned = keys.volumeChunkCondemned(this.volumeId, h)
+            if (r.phase === 1) {
+              // Referred to by a commit after the position the decision was taken at: kept.
+              const claim = state.get(keys.volumeChunk(this.volumeId, h))
+              if (claim !== undefined && claim.length > 0 && Number(new TextDecoder().decode(claim)) > (r.at ?? 0)) continue
+              const value = new TextEncoder().encode(String(pos))
+              state.set(condemned, value)
+              ops.push({ type: 'put', key: condemned, value })
+              continue
+            }
+            // Rescued by a commit since phase 1: kept.
+            if (state.get(condemned) === undefined) continue
+            state.set(condemned, undefined)
+            ops.push({ type: 'del', key: condemned }, { type: 'del', key: keys.volumeChunk(this.volumeId, h) })
+            const seenKey = keys.volumeChunkSeen(this.volumeId, h)
+            const seen = state.get(seenKey)
+            // The site's stream holds this very message (not a copy sent again since).
+            if (seen !== undefined && unpack<[number, number]>(seen)[0] === pos) {
+              state.set(seenKey, undefined)
+              ops.push({ type: 'del', key: seenKey })
+            }
+            collected.push(entry)
+          }
+          break
+        }
         default:
           this.log.warn({ volume: this.volumeId, seq: m.seq, op: (r as { op: string }).op }, 'unknown record ignored (written by a newer node?)')
       }
@@ -369,6 +442,7 @@ export class VolumeApplier {
         for (const [ds, s] of touched) this.stats.set(ds, s)
         for (const [w, seq] of writers) this.writers.set(w, seq)
         for (const [ds, seq] of events) this.onEvents(ds, seq)
+        if (collected.length > 0) this.chunks.collected(collected)
       },
     }
   }

@@ -12,7 +12,7 @@ import { MAX_RECORD_BYTES, NoResponders, type Bus, type Logs } from '../nats/ind
 import { chunkStream, chunkSubject, chunkSubjects, Follower, hashHex, LogWriter, pack, unpack, volumeStream, volumeSubject, type Outcome, type TableOp, type VolumeRecord } from '../replication/index.ts'
 import type { HeldVolume } from '../sites/index.ts'
 import { keys, type BatchOp, type ChunkStore, type Store } from '../store/index.ts'
-import { decodeHead, VolumeApplier, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile, type StoredSnapshot } from './apply.ts'
+import { decodeHead, VolumeApplier, type VolumeChunks, type DatasetStat, type StoredDoc, type StoredEvent, type StoredFile, type StoredSnapshot } from './apply.ts'
 import { CHUNK_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_DOC_BYTES, MAX_EVENT_BYTES, UPLOAD_WINDOW } from './limits.ts'
 
 export * from './limits.ts'
@@ -23,6 +23,16 @@ export interface Row {
   json: string
   version: number
   timeMs: number
+}
+
+export interface GcResult {
+  /** Old versions of documents and files removed from this node's store, and their bytes. */
+  versions: number
+  bytes: number
+  /** Chunks removed from the volume (at its home; 0 elsewhere). */
+  chunksRemoved: number
+  /** Bytes of this node's pack files given back to the file system. */
+  packBytesReclaimed: number
 }
 
 export interface FileMeta {
@@ -62,6 +72,14 @@ export interface DataPlaneOptions {
   /** Where chunk bytes are kept (pack files outside LevelDB). */
   chunks: ChunkStore
   retainAfterAckMs?: number
+  /** How often a node collects garbage by itself. */
+  gcIntervalMs: number
+  /**
+   * A chunk in a chunk stream that no commit has claimed (an upload in progress, or one that
+   * failed) is left alone by chunk GC for this long after it was stored. Uploads must end within
+   * half of it: putFile refuses to commit one that took longer.
+   */
+  unclaimedChunkGraceMs: number
 }
 
 /** Chunks read ahead of the consumer when a file is read. */
@@ -74,12 +92,21 @@ const verifySubject = (site: string) => `fabric.verify.${site}`
 const RECENT_CHECKPOINTS = 16
 /** How long a forwarded write may take at the home (it waits there until applied). */
 const FORWARD_TIMEOUT_MS = 35_000
-/** How often a node collects old versions it no longer needs (collectGarbage). */
-const GC_INTERVAL_MS = 10 * 60_000
+/** Chunks named in one chunk GC record (each about 75 bytes of the 1 MiB a record may hold). */
+const GC_RECORD_CHUNKS = 8_000
 /** How long a home node waits for a volume it does not know yet to reach its catalog and open. */
 const FORWARD_OPEN_WAIT_MS = 10_000
 /** How long applying a file commit waits for chunks the site's chunk mirror has not got yet. */
 const CHUNK_WAIT_MS = 60_000
+/**
+ * How long applying a file commit waits for the chunk tracker to see chunks in the site's stream
+ * before fetching them itself (from the site's stream, else the home's) into this node's packs.
+ */
+const CHUNK_TRACK_WAIT_MS = 10_000
+/** An upload writes its chunk index at least this often (see putFile). */
+const INDEX_FLUSH_MS = 5_000
+const MAX_UPLOAD_MS = 12 * 3_600_000
+const EMPTY = new Uint8Array(0)
 
 /** What a site says about its copy of a volume's log, for verify. */
 interface VerifyReply {
@@ -128,8 +155,14 @@ interface ForwardReply {
 interface VolumeRuntime {
   follower: Follower
   applier: VolumeApplier
-  /** Stops the copying of chunks ahead of commits. */
-  stopCopier: () => Promise<void>
+  tracker: ChunkTracker
+}
+
+/** Which chunks the site's copy of a volume's chunk stream holds (DataPlane.trackChunks). */
+interface ChunkTracker {
+  /** Waits until every chunk is marked held, or timeoutMs; resolves with those still unmarked. */
+  waitFor(shas: string[], timeoutMs: number): Promise<string[]>
+  stop(): Promise<void>
 }
 
 const decoder = new TextDecoder()
@@ -170,7 +203,7 @@ export class DataPlane {
       await this.stop()
       throw err
     }
-    this.gcTimer = setInterval(() => void this.collectAll(), GC_INTERVAL_MS)
+    this.gcTimer = setInterval(() => void this.collectAll(), this.o.gcIntervalMs)
     this.gcTimer.unref()
     // Writes accepted before a crash are published again in the background: the node serves
     // meanwhile, and a volume whose log is unreachable does not hold up the others' start.
@@ -260,7 +293,13 @@ export class DataPlane {
       await this.o.logs().ensureMirror(volumeStream(v.id), v.home)
       await this.o.logs().ensureMirror(chunkStream(v.id), v.home, { keyed: true })
     }
-    const chunks = { stage: (c: Array<{ sha256: string; data: Uint8Array }>) => this.o.chunks.stage(c), fetch: (h: string) => this.awaitChunk(v.id, h) }
+    const tracker = this.trackChunks(v)
+    const chunks: VolumeChunks = {
+      stage: (c) => this.o.chunks.stage(c),
+      fetch: (h) => this.awaitChunk(v.id, h),
+      awaitTracked: (shas) => tracker.waitFor(shas, CHUNK_TRACK_WAIT_MS),
+      collected: (list) => this.dropCollected(v.id, list),
+    }
     const applier = new VolumeApplier(this.o.store, chunks, v.id, this.o.writerId, this.o.log, (ds, seq) => this.eventListeners.get(ds)?.forEach((fn) => fn(seq)))
     const follower = new Follower({
       name: `volume ${v.path}`,
@@ -277,22 +316,22 @@ export class DataPlane {
           .catch((err: unknown) => this.o.log.error({ err, volume: v.path }, 'padding the log after a loss failed'))
           .then(() => this.republish()),
     })
-    // At a replica site only: at the home the uploading node has the chunks already, and reading
-    // every chunk back from the stream would cost the upload the upload (docs/architecture.md: the file data path).
-    const stopCopier = v.home === this.o.site ? async () => undefined : this.copyChunksAhead(v)
-    this.volumes.set(v.id, { follower, applier, stopCopier })
+    this.volumes.set(v.id, { follower, applier, tracker })
     await follower.start()
   }
 
   /**
-   * Copies chunks into this node's chunk store as they arrive in its site's mirror of the volume's
-   * chunk stream, so that applying a file's commit finds them here
-   * instead of fetching them all then: replicating a file overlaps its upload. Chunks the node has
-   * already are skipped; the position copied up to is kept in the store.
+   * Follows which chunks the site's copy of the volume's chunk stream holds, without their bytes
+   * (a headers-only consumer: the chunk's hash is its subject's last token), and marks each as
+   * held by the volume. Applying a file's commit needs every chunk either in this node's pack
+   * files or in the site's stream; a node that did not receive the upload reads the chunks from
+   * the stream when the file is read. So a replica site stores each chunk once (in its mirror),
+   * and replicating a file costs its nodes no byte of it (docs/architecture.md: the file data path).
    */
-  private copyChunksAhead(v: VolumeEntry): () => Promise<void> {
+  private trackChunks(v: VolumeEntry): ChunkTracker {
     const controller = new AbortController()
-    const key = keys.volumeChunkCopied(v.id)
+    const key = keys.volumeChunkTracked(v.id)
+    const waiters = new Map<string, Set<() => void>>()
     const running = (async () => {
       const raw = await this.o.store.get(key)
       const from = raw ? Number(decoder.decode(raw)) + 1 : 1
@@ -300,29 +339,66 @@ export class DataPlane {
         chunkStream(v.id),
         from,
         async (batch) => {
-          const fresh: Array<{ sha256: string; data: Uint8Array }> = []
-          const seen = new Set<string>()
+          const ops: BatchOp[] = []
+          const seen: string[] = []
           for (const m of batch) {
-            // The chunk's name is its subject's last token, its hash as the uploading node computed
-            // and checked it; it is not hashed again here (JetStream checksums what it stores, and
-            // every read of a file verifies every chunk).
-            const sha256 = m.subject?.slice(m.subject.lastIndexOf('.') + 1) ?? createHash('sha256').update(m.data).digest('hex')
-            if (seen.has(sha256) || this.o.chunks.has(sha256)) continue
-            seen.add(sha256)
-            fresh.push({ sha256, data: m.data })
+            const sha256 = m.subject?.slice(m.subject.lastIndexOf('.') + 1)
+            if (!sha256) continue
+            seen.push(sha256)
+            // Its position and JetStream time (the same at every site): chunk GC deletes that
+            // message, and leaves unclaimed chunks alone for unclaimedChunkGraceMs from then.
+            ops.push({ type: 'put', key: keys.volumeChunkSeen(v.id, sha256), value: pack([m.seq, m.timeMs]) })
           }
-          const ops = fresh.length ? await this.o.chunks.stage(fresh) : []
-          for (const c of fresh) ops.push({ type: 'put', key: keys.volumeChunk(v.id, c.sha256), value: new Uint8Array(0) })
           ops.push({ type: 'put', key, value: encoder.encode(String(batch[batch.length - 1]!.seq)) })
           await this.o.store.batch(ops)
+          for (const sha256 of seen) {
+            const ws = waiters.get(sha256)
+            if (ws) for (const w of ws) w()
+          }
         },
         controller.signal,
         async (lastSeq) => lastSeq + 1,
+        { headersOnly: true },
       )
-    })().catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'copying chunks ahead stopped'))
-    return async () => {
-      controller.abort()
-      await Promise.race([running, new Promise((r) => setTimeout(r, 2_000).unref())])
+    })().catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'following the chunk stream stopped'))
+    const untracked = (shas: string[]) => shas.filter((h) => this.o.store.getSync(keys.volumeChunkSeen(v.id, h)) === undefined)
+    return {
+      waitFor: async (shas, timeoutMs) => {
+        let missing = untracked(shas)
+        if (missing.length === 0 || controller.signal.aborted) return missing
+        const pending = new Set(missing)
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer)
+            for (const h of missing) {
+              const ws = waiters.get(h)
+              ws?.delete(onSeen)
+              if (ws?.size === 0) waiters.delete(h)
+            }
+            controller.signal.removeEventListener('abort', done)
+            resolve()
+          }
+          const onSeen = () => {
+            for (const h of pending) if (this.o.store.getSync(keys.volumeChunkSeen(v.id, h)) !== undefined) pending.delete(h)
+            if (pending.size === 0) done()
+          }
+          const timer = setTimeout(done, timeoutMs)
+          controller.signal.addEventListener('abort', done)
+          for (const h of missing) {
+            let ws = waiters.get(h)
+            if (!ws) waiters.set(h, (ws = new Set()))
+            ws.add(onSeen)
+          }
+          // Marked between the first look and the registration.
+          onSeen()
+        })
+        missing = untracked(missing)
+        return missing
+      },
+      stop: async () => {
+        controller.abort()
+        await Promise.race([running, new Promise((r) => setTimeout(r, 2_000).unref())])
+      },
     }
   }
 
@@ -330,7 +406,7 @@ export class DataPlane {
   private async closeVolume(id: string, dropMirrors = false): Promise<void> {
     const rt = this.volumes.get(id)
     this.volumes.delete(id)
-    await rt?.stopCopier()
+    await rt?.tracker.stop()
     await rt?.follower.stop()
     if (dropMirrors) {
       await this.o.logs().remove(volumeStream(id))
@@ -586,21 +662,131 @@ export class DataPlane {
   // ---- garbage collection ----
 
   private gcTimer: NodeJS.Timeout | undefined
-  private collecting = false
+  /** Garbage collection runs one at a time (periodic and asked for): the tail of the queue. */
+  private gcQueue: Promise<unknown> = Promise.resolve()
 
-  /** The periodic collection: every volume held here, one after the other. */
-  private async collectAll(): Promise<void> {
-    if (this.collecting) return
-    this.collecting = true
-    try {
+  private serialGc<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.gcQueue.then(work, work)
+    this.gcQueue = run.catch(() => undefined)
+    return run
+  }
+
+  /**
+   * The periodic collection: every volume held here, one after the other (chunks condemned in the
+   * previous round are removed in this one), then this node's pack files.
+   */
+  private collectAll(): Promise<void> {
+    return this.serialGc(async () => {
       for (const id of [...this.volumes.keys()]) {
         if (this.stopping.signal.aborted) return
         const v = this.o.catalog.volume(id)
-        if (v) await this.collectGarbage(v.path).catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'garbage collection failed'))
+        if (!v) continue
+        await this.collectVersions(v).catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'garbage collection of versions failed'))
+        if (v.home === this.o.site) await this.collectChunks(v, false).catch((err: unknown) => this.o.log.warn({ err, volume: v.path }, 'garbage collection of chunks failed'))
       }
-    } finally {
-      this.collecting = false
+      if (!this.stopping.signal.aborted) await this.reclaimPacks().catch((err: unknown) => this.o.log.warn({ err }, 'reclaiming chunk pack space failed'))
+    })
+  }
+
+  /**
+   * Garbage collection of one volume, now: its old versions on this node; at its home, its
+   * chunks no kept version refers to, from the volume and every site's copy of its chunk stream
+   * (both phases at once); then this node's pack files (docs/replication.md, "Garbage collection").
+   */
+  collectGarbage(volumePath: string): Promise<GcResult> {
+    const v = this.o.catalog.volumeAt(volumePath)
+    this.runtime(v.id)
+    return this.serialGc(async () => {
+      const { versions, bytes } = await this.collectVersions(v)
+      const chunks = v.home === this.o.site ? await this.collectChunks(v, true) : { condemned: 0, removed: 0 }
+      const packs = await this.reclaimPacks()
+      return { versions, bytes, chunksRemoved: chunks.removed, packBytesReclaimed: packs.bytesReclaimed }
+    })
+  }
+
+  /**
+   * Chunk GC at the volume's home, through the log so that every node of every site takes the
+   * same decision at the same position. Phase 2 first removes what an earlier phase 1 condemned
+   * and no commit rescued since; phase 1 then condemns every chunk of the site's copy of the
+   * chunk stream that no file version kept here refers to, where either the volume claimed it
+   * (a commit did, since collected) or nobody did for unclaimedChunkGraceMs (a failed upload).
+   * With `now`, phase 2 follows at once. Removing happens in phase 2 only, so an upload that
+   * deduplicated against a chunk just before phase 1 rescues it with its commit, and one that did
+   * after phase 2 is refused by the applier (nx).
+   */
+  private async collectChunks(v: VolumeEntry, now: boolean): Promise<{ condemned: number; removed: number }> {
+    const rt = this.runtime(v.id)
+    let removed = await this.executeCondemned(v, rt)
+    const at = rt.follower.applied
+    const referenced = new Set<string>()
+    for (const ds of this.o.catalog.datasetsIn(v.id)) {
+      if (ds.kind !== 'files') continue
+      const base = keys.filePrefix(ds.id)
+      for await (const [, value] of this.o.store.entries({ gte: base, lt: keys.prefixEnd(base) })) {
+        for (const h of unpack<StoredFile>(value).chunks ?? []) referenced.add(h)
+      }
     }
+    const candidates: Array<[string, number]> = []
+    const seenPrefix = keys.volumeChunkSeenPrefix(v.id)
+    const oldest = Date.now() - this.o.unclaimedChunkGraceMs
+    for await (const [k, value] of this.o.store.entries({ gte: seenPrefix, lt: keys.prefixEnd(seenPrefix) })) {
+      const sha256 = k.slice(seenPrefix.length)
+      if (referenced.has(sha256) || this.o.store.getSync(keys.volumeChunkCondemned(v.id, sha256)) !== undefined) continue
+      const [position, timeMs] = unpack<[number, number]>(value)
+      const claimed = this.o.store.getSync(keys.volumeChunk(v.id, sha256)) !== undefined
+      if (claimed || timeMs < oldest) candidates.push([sha256, position])
+    }
+    for (let i = 0; i < candidates.length; i += GC_RECORD_CHUNKS) {
+      const seq = await this.writer.append(v.id, { op: 'cgc', phase: 1, at, c: candidates.slice(i, i + GC_RECORD_CHUNKS) })
+      await rt.follower.waitApplied(seq)
+    }
+    if (candidates.length > 0) this.o.log.info({ volume: v.path, chunks: candidates.length }, 'chunks no file version refers to condemned')
+    if (now) removed += await this.executeCondemned(v, rt)
+    return { condemned: candidates.length, removed }
+  }
+
+  /** Chunk GC phase 2 for what is condemned now; resolves with how many chunks it removed. */
+  private async executeCondemned(v: VolumeEntry, rt: VolumeRuntime): Promise<number> {
+    const prefix = keys.volumeChunkCondemnedPrefix(v.id)
+    const condemned: Array<[string, number]> = []
+    for await (const [k, value] of this.o.store.entries({ gte: prefix, lt: keys.prefixEnd(prefix) })) condemned.push([k.slice(prefix.length), Number(decoder.decode(value))])
+    for (let i = 0; i < condemned.length; i += GC_RECORD_CHUNKS) {
+      const seq = await this.writer.append(v.id, { op: 'cgc', phase: 2, c: condemned.slice(i, i + GC_RECORD_CHUNKS) })
+      await rt.follower.waitApplied(seq)
+    }
+    const removed = condemned.filter(([h]) => this.o.store.getSync(keys.volumeChunk(v.id, h)) === undefined).length
+    if (removed > 0) this.o.log.info({ volume: v.path, chunks: removed }, 'chunks removed from the volume')
+    return removed
+  }
+
+  /**
+   * After chunk GC phase 2 applied here: deletes those messages from this site's copy of the
+   * chunk stream (each node of the site tries; the first one does it). Their bytes in this
+   * node's packs go with the next reclaimPacks.
+   */
+  private dropCollected(volumeId: string, list: Array<[string, number]>): void {
+    this.dropping = this.dropping.then(async () => {
+      let deleted = 0
+      for (const [, position] of list) {
+        if (this.stopping.signal.aborted) return
+        if (await this.o.logs().deleteMessage(chunkStream(volumeId), position).catch((err: unknown) => void this.o.log.warn({ err, volume: volumeId }, 'deleting a collected chunk failed'))) deleted++
+      }
+      this.o.log.debug({ volume: volumeId, deleted, of: list.length }, 'collected chunks deleted from the chunk stream')
+    })
+  }
+
+  private dropping: Promise<void> = Promise.resolve()
+
+  /**
+   * This node's pack files: index entries of chunks no volume held here claims, and no upload
+   * wrote within unclaimedChunkGraceMs, are dropped; then packs mostly made of dropped or
+   * never-indexed bytes are rewritten (ChunkStore.compact).
+   */
+  private async reclaimPacks(): Promise<{ bytesReclaimed: number }> {
+    const held = [...this.volumes.keys()]
+    const oldest = Date.now() - this.o.unclaimedChunkGraceMs
+    await this.o.chunks.sweep((sha256, stagedMs) => stagedMs >= oldest || held.some((v) => this.o.store.getSync(keys.volumeChunk(v, sha256)) !== undefined))
+    return this.o.chunks.compact()
   }
 
   /**
@@ -611,9 +797,7 @@ export class DataPlane {
    * Reads at arbitrary positions (`atSeq`) older than the newest version are not guaranteed after
    * a collection; reads at snapshots are.
    */
-  async collectGarbage(volumePath: string): Promise<{ versions: number; bytes: number }> {
-    const v = this.o.catalog.volumeAt(volumePath)
-    this.runtime(v.id)
+  private async collectVersions(v: VolumeEntry): Promise<{ versions: number; bytes: number }> {
     const snaps = (await this.listSnapshots(v.path)).map((x) => x.seq).sort((a, b) => a - b)
     /** Whether some snapshot position p has from <= p < to. */
     const needed = (from: number, to: number) => {
@@ -891,17 +1075,24 @@ export class DataPlane {
     // Elsewhere than at the home the chunks go to the home's chunk stream and are kept here only
     // if this site holds the volume.
     const keepHere = this.writable(ds.volumeId) !== undefined
+    const startedMs = performance.now()
     const whole = createHash('sha256')
     const chunks: string[] = []
     const sent = new Set<string>()
+    /** Chunks not sent because the volume holds them (deduplicated against earlier files). */
+    const nx = new Set<string>()
     const inflight: Array<Promise<void>> = []
     // Index entries of the chunks stored so far, written in groups (one LevelDB batch per chunk
-    // cost more than the rest of its bookkeeping). Not fsynced by themselves: the fsynced outbox
-    // write of the commit, after them in LevelDB's log, makes them durable.
+    // cost more than the rest of its bookkeeping), and at least every INDEX_FLUSH_MS, so that
+    // chunk GC's pack compaction (which leaves recently written packs alone) never moves a pack
+    // whose chunks an upload has staged but not indexed yet. Not fsynced by themselves: the
+    // fsynced outbox write of the commit, after them in LevelDB's log, makes them durable.
     let index: BatchOp[] = []
+    let indexWrittenMs = Date.now()
     const writeIndex = async () => {
       const ops = index
       index = []
+      indexWrittenMs = Date.now()
       await this.o.store.batch(ops)
     }
     let size = 0
@@ -914,7 +1105,14 @@ export class DataPlane {
       chunks.push(h)
       // A point read off the thread pool, which the follower's fsynced batches keep busy: the
       // receive loop must not wait behind them.
-      if (sent.has(h) || this.o.store.getSync(keys.volumeChunk(ds.volumeId, h)) !== undefined) {
+      if (sent.has(h) || nx.has(h)) {
+        deduplicated++
+        return
+      }
+      // The volume's already (and not condemned by chunk GC): not sent again. The commit names it
+      // among nx, and is refused if GC removed it meanwhile.
+      if (this.o.store.getSync(keys.volumeChunk(ds.volumeId, h)) !== undefined && this.o.store.getSync(keys.volumeChunkCondemned(ds.volumeId, h)) === undefined) {
+        nx.add(h)
         deduplicated++
         return
       }
@@ -923,7 +1121,7 @@ export class DataPlane {
       stored.catch(() => undefined) // awaited below; an upload that fails first must not leave it unhandled
       inflight.push(stored)
       if (inflight.length >= UPLOAD_WINDOW) await inflight.shift()!
-      if (index.length >= 512) await writeIndex()
+      if (index.length >= 512 || (index.length > 0 && Date.now() - indexWrittenMs > INDEX_FLUSH_MS)) await writeIndex()
     }
     for await (const piece of content) {
       whole.update(piece)
@@ -958,22 +1156,25 @@ export class DataPlane {
     if (expect.sha256 && expect.sha256 !== sha256) {
       throw FabricError.invalidArgument(`upload of ${path}: content has sha256 ${sha256}, expected ${expect.sha256}; nothing was stored`, { details: { path, sha256 } })
     }
+    if (performance.now() - startedMs > this.o.unclaimedChunkGraceMs / 2) {
+      throw FabricError.failedPrecondition(`upload of ${path} took longer than ${humanMs(this.o.unclaimedChunkGraceMs / 2)} (half of gc.unclaimed_chunk_grace): its first chunks may be garbage-collected already; nothing was stored, upload it again`, { details: { path } })
+    }
     const commitBytes = chunks.length * 66 + name.length + 200
     if (commitBytes > MAX_RECORD_BYTES) throw FabricError.invalidArgument(`${path}: ${size} bytes is more than one file can hold (${chunks.length} chunks)`)
-    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size, sha: sha256, chunks }, chunks)
+    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size, sha: sha256, chunks, ...(nx.size > 0 ? { nx: [...nx] } : {}) }, [...sent])
     return { file: { path, dataset: ds.path, size, sha256, version: seq, timeMs: Date.now(), chunks }, deduplicated }
   }
 
   /**
    * Stores one chunk of an upload: durably in this node's chunk store (unless another volume
-   * brought it here already) and in the volume's chunk stream, then records that the volume has
-   * it. Both are done before the file's commit is accepted, so every node that applies the commit
-   * finds the chunk here or in the stream.
+   * brought it here already) and in the volume's chunk stream. Both are done before the file's
+   * commit is accepted, so every node that applies the commit finds the chunk here or in the
+   * stream; the commit makes it the volume's.
    */
   private async storeChunk(volumeId: string, sha256: string, data: Uint8Array, index: BatchOp[] | undefined): Promise<void> {
     const held = !index || this.o.chunks.has(sha256)
     const [indexOps] = await Promise.all([held ? [] : this.o.chunks.stage([{ sha256, data }]), this.appendChunk(volumeId, sha256, data)])
-    index?.push(...indexOps, { type: 'put', key: keys.volumeChunk(volumeId, sha256), value: new Uint8Array(0) })
+    index?.push(...indexOps)
   }
 
   /** Publishes a chunk to its volume's chunk stream, which lives at the volume's home. */
@@ -993,6 +1194,13 @@ export class DataPlane {
     return this.o.logs().last(chunkStream(volumeId), chunkSubject(volumeId, sha256))
   }
 
+  /** A chunk from the home's chunk stream, for one this site's copy lacks (a lagging or re-seeded mirror). */
+  private async fetchChunkAtHome(volumeId: string, sha256: string): Promise<Uint8Array | undefined> {
+    const home = this.o.catalog.volume(volumeId)?.home
+    if (!home || home === this.o.site) return undefined
+    return this.o.logsAt(home).last(chunkStream(volumeId), chunkSubject(volumeId, sha256)).catch(() => undefined)
+  }
+
   /**
    * A chunk a file commit being applied refers to. At a replica site the chunk mirror can lag the
    * log mirror: then ask the home's chunk stream, and failing that (link down) wait for the
@@ -1004,10 +1212,7 @@ export class DataPlane {
     for (let attempt = 0; ; attempt++) {
       const local = await this.fetchChunk(volumeId, sha256)
       if (local || !home || home === this.o.site) return local
-      const remote = await this.o
-        .logsAt(home)
-        .last(chunkStream(volumeId), chunkSubject(volumeId, sha256))
-        .catch(() => undefined)
+      const remote = await this.fetchChunkAtHome(volumeId, sha256)
       if (remote) return remote
       if (Date.now() > deadline || this.stopping.signal.aborted) return undefined
       if (attempt === 10) this.o.log.info({ volume: volumeId, chunk: sha256 }, 'waiting for a chunk to reach this site')
@@ -1029,7 +1234,7 @@ export class DataPlane {
         throw FabricError.failedPrecondition(`chunk ${h} of ${path} is not held by volume ${this.o.catalog.volume(ds.volumeId)?.path}; upload the file instead`, { details: { path, chunk: h } })
       }
     }
-    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size: version.size, sha: version.sha256, chunks: version.chunks }, version.chunks)
+    const { seq } = await this.write(ds, { op: 'file', ds: ds.id, n: name, size: version.size, sha: version.sha256, chunks: version.chunks, nx: [...new Set(version.chunks)] })
     return seq
   }
 
@@ -1051,7 +1256,7 @@ export class DataPlane {
     const volumeId = this.o.catalog.datasetAt(meta.dataset).volumeId
     const read = async (h: string): Promise<Uint8Array> => {
       // A chunk this node has not fetched yet (a commit applied elsewhere first) comes from the stream.
-      const data = (await this.o.chunks.read(h)) ?? (await this.fetchChunk(volumeId, h))
+      const data = (await this.o.chunks.read(h)) ?? (await this.fetchChunk(volumeId, h)) ?? (await this.fetchChunkAtHome(volumeId, h))
       if (!data) throw FabricError.unavailable(`chunk ${h} of ${meta.path} is not on this node yet`, { details: { path: meta.path, chunk: h } })
       if (createHash('sha256').update(data).digest('hex') !== h) throw FabricError.internal(`chunk ${h} of ${meta.path} is corrupt on this node`, { details: { path: meta.path, chunk: h } })
       return data
@@ -1167,6 +1372,13 @@ export class DataPlane {
       o.signal?.removeEventListener('abort', abort)
     }
   }
+}
+
+/** A duration for messages: "12 h", "5 min", "30 s". */
+function humanMs(ms: number): string {
+  if (ms >= 3_600_000) return `${Math.round(ms / 3_600_000)} h`
+  if (ms >= 60_000) return `${Math.round(ms / 60_000)} min`
+  return `${Math.round(ms / 1000)} s`
 }
 
 /** Snapshot names follow the rule of path segments. */

@@ -21,6 +21,8 @@ import type { Logger } from '../log/index.ts'
 export const MAX_RECORD_BYTES = 1024 * 1024
 /** Records a log follower has pulled but not applied yet, at most (see follow). */
 const PULL_MESSAGES = 64
+/** The same for a headers-only follower, whose messages are a few dozen bytes each. */
+const HEADERS_PULL_MESSAGES = 1024
 /** A follower with no record for this long, while its log has more, subscribes again. */
 const STALL_MS = 10_000
 /** How long JetStream remembers message ids for deduplication. */
@@ -49,6 +51,14 @@ export interface AppendOptions {
   msgId?: string
   /** Optimistic concurrency: refused unless the log's last sequence is exactly this. */
   expectLastSeq?: number
+}
+
+export interface FollowOptions {
+  /**
+   * Deliver subjects, positions and times but no payloads (a JetStream headers-only consumer):
+   * for following which content-addressed chunks a stream holds without moving their bytes.
+   */
+  headersOnly?: boolean
 }
 
 export class WrongLastSequence extends Error {}
@@ -162,6 +172,17 @@ export class Logs {
     return { lastSeq: si.state.last_seq, firstSeq: si.state.first_seq, messages: si.state.messages, bytes: si.state.bytes, lastTimeMs: Number.isFinite(lastTimeMs) ? lastTimeMs : 0 }
   }
 
+  /** Deletes one message by position; false if the log has none there (deleted already). */
+  async deleteMessage(stream: string, seq: number): Promise<boolean> {
+    const jsm = await this.jsm()
+    try {
+      return await jsm.streams.deleteMessage(stream, seq, false)
+    } catch (err) {
+      if (err instanceof JetStreamApiError && (err.status === 404 || /not found/i.test(err.message))) return false
+      throw wrap(err, `delete message ${seq} of ${stream}`)
+    }
+  }
+
   /** The payload of the last message on subject in a keyed log, or undefined if it has none. */
   async last(stream: string, subject: string): Promise<Uint8Array | undefined> {
     const jsm = await this.jsm()
@@ -205,7 +226,9 @@ export class Logs {
     onBatch: (batch: LogMessage[]) => Promise<void>,
     signal: AbortSignal,
     onRegression: (lastSeq: number, expected: number) => Promise<number>,
+    options: FollowOptions = {},
   ): Promise<void> {
+    const pullMessages = options.headersOnly ? HEADERS_PULL_MESSAGES : PULL_MESSAGES
     let next = Math.max(1, fromSeq)
     let stopCurrent: (() => void) | undefined
     // A reconnect may mean a restarted server: re-check the log's end before going on.
@@ -242,6 +265,7 @@ export class Logs {
         const consumer = await this.js.consumers.get(stream, {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: next,
+          ...(options.headersOnly ? { headers_only: true } : {}),
         })
         // Bounded by messages, not bytes. nats.js pulls more as messages arrive, not as they are
         // applied, so at most PULL_MESSAGES records (at most 1 MiB each, typically far less:
@@ -249,7 +273,7 @@ export class Logs {
         // first: nats.js then refills with requests for the few bytes just consumed, and a record
         // larger than every outstanding request (a big file's commit after many small writes)
         // waited for them to expire, 10 s, with the node idle.
-        const messages = await consumer.consume({ max_messages: PULL_MESSAGES, idle_heartbeat: 5_000, expires: 10_000 })
+        const messages = await consumer.consume({ max_messages: pullMessages, idle_heartbeat: 5_000, expires: 10_000 })
         const stop = () => void messages.stop()
         stopCurrent = stop
         signal.addEventListener('abort', stop, { once: true })

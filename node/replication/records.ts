@@ -27,7 +27,11 @@ export type VolumeRecord = Written &
     | { op: 'put'; ds: string; k: string; d: Uint8Array; x?: number }
     | { op: 'del'; ds: string; k: string; x?: number }
     | { op: 'batch'; ds: string; ops: TableOp[] }
-    | { op: 'file'; ds: string; n: string; size: number; sha: string; chunks: string[] }
+    /**
+     * A file's commit. nx: chunks the upload did not send because the volume held them already
+     * (deduplicated); they must still be the volume's when the commit applies (see 'cgc').
+     */
+    | { op: 'file'; ds: string; n: string; size: number; sha: string; chunks: string[]; nx?: string[] }
     | { op: 'fdel'; ds: string; n: string }
     | { op: 'event'; ds: string; d: Uint8Array }
     /** A snapshot: the name of this very position of the volume's log. */
@@ -35,6 +39,16 @@ export type VolumeRecord = Written &
     | { op: 'snaprm'; name: string }
     /** Fills a position and changes nothing (see LogWriter.padTo). */
     | { op: 'nop' }
+    /**
+     * Chunk garbage collection, in two steps decided at the home (DataPlane.collectChunks).
+     * Phase 1 condemns chunks no kept file version refers to ([sha256, chunk stream position])
+     * as of log position `at` (a chunk a commit after `at` refers to is left alone); a commit
+     * applied after phase 1 that refers to one rescues it. Phase 2 removes those still
+     * condemned: from the volume's chunks, from every site's copy of the chunk stream (that
+     * message position only, so a copy sent again since survives) and, where no other volume
+     * needs them, from the nodes' pack files.
+     */
+    | { op: 'cgc'; phase: 1 | 2; c: Array<[string, number]>; at?: number }
   )
 
 export interface SnapshotSchedule {

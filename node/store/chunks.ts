@@ -9,7 +9,7 @@
  * to the chunks. Until then the bytes are unreferenced, as are bytes a crash leaves at the end of
  * a pack; both are harmless and never read.
  */
-import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { FabricError } from '../errors/index.ts'
 import { Lifecycle, type Service } from '../lifecycle/index.ts'
@@ -20,8 +20,13 @@ import * as keys from './keys.ts'
 const DEFAULT_PACK_BYTES = 256 * 1024 * 1024
 const PACK_NAME = /^(\d{8,})\.pack$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
-/** u32 pack, u64 offset, u32 length. */
-const LOCATION_BYTES = 16
+/** u32 pack, u64 offset, u32 length, then (since chunk GC) f64 time staged in ms. */
+const LOCATION_BYTES = 24
+const LEGACY_LOCATION_BYTES = 16
+/** Packs written to within this long are not compacted (uploads index their chunks sooner). */
+const COMPACT_MIN_AGE_MS = 3_600_000
+/** A pack is compacted once less than this share of its bytes is still indexed. */
+const COMPACT_LIVE_RATIO = 0.5
 const MAX_CHUNK_BYTES = 0xffffffff
 
 export const packName = (pack: number): string => `${String(pack).padStart(8, '0')}.pack`
@@ -30,6 +35,8 @@ interface Location {
   pack: number
   offset: number
   length: number
+  /** When the chunk was staged (0 for entries written before this was kept). */
+  stagedMs: number
 }
 
 function encodeLocation(at: Location): Uint8Array {
@@ -38,15 +45,16 @@ function encodeLocation(at: Location): Uint8Array {
   view.setUint32(0, at.pack)
   view.setBigUint64(4, BigInt(at.offset))
   view.setUint32(12, at.length)
+  view.setFloat64(16, at.stagedMs)
   return bytes
 }
 
 function decodeLocation(sha256: string, bytes: Uint8Array): Location {
-  if (bytes.byteLength !== LOCATION_BYTES) {
+  if (bytes.byteLength !== LOCATION_BYTES && bytes.byteLength !== LEGACY_LOCATION_BYTES) {
     throw FabricError.internal(`the index entry of chunk ${sha256} is ${bytes.byteLength} bytes, not a location`, { details: { chunk: sha256 } })
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  return { pack: view.getUint32(0), offset: Number(view.getBigUint64(4)), length: view.getUint32(12) }
+  return { pack: view.getUint32(0), offset: Number(view.getBigUint64(4)), length: view.getUint32(12), stagedMs: bytes.byteLength === LOCATION_BYTES ? view.getFloat64(16) : 0 }
 }
 
 /** The pack appended to; position is where the next byte goes (our own count, writes are positional). */
@@ -64,6 +72,8 @@ export interface ChunkStoreOptions {
   log: Logger
   /** A new pack starts when the next chunk would take the current one past this. Default 256 MiB. */
   packBytes?: number
+  /** compact() leaves packs written to within this long alone. Default 1 hour. */
+  compactMinAgeMs?: number
 }
 
 export class ChunkStore implements Service {
@@ -142,6 +152,17 @@ export class ChunkStore implements Service {
 
   /** The chunk's bytes, or undefined if it is not indexed. The hash is not checked here. */
   async read(sha256: string): Promise<Uint8Array | undefined> {
+    try {
+      return await this.readOnce(sha256)
+    } catch (err) {
+      // compact() may have moved the chunk (and removed its pack) between reading the index and
+      // reading the pack: the index says where it is now.
+      if (this.closed) throw err
+      return this.readOnce(sha256)
+    }
+  }
+
+  private async readOnce(sha256: string): Promise<Uint8Array | undefined> {
     // The index entry is small and hot: read it off the thread pool, which the reads use.
     const value = this.o.store.getSync(keys.chunk(sha256))
     if (value === undefined) return undefined
@@ -170,6 +191,87 @@ export class ChunkStore implements Service {
     return total
   }
 
+  /**
+   * Drops the index entry of every chunk `keep` says no: its bytes become dead space in their
+   * pack, which compact() gives back. Resolves with how many entries went.
+   */
+  async sweep(keep: (sha256: string, stagedMs: number) => boolean): Promise<number> {
+    let ops: BatchOp[] = []
+    let removed = 0
+    for await (const [k, v] of this.o.store.entries({ gte: keys.chunkPrefix, lt: keys.prefixEnd(keys.chunkPrefix) })) {
+      const sha256 = k.slice(keys.chunkPrefix.length)
+      if (keep(sha256, decodeLocation(sha256, v).stagedMs)) continue
+      ops.push({ type: 'del', key: k })
+      removed++
+      if (ops.length >= 1000) {
+        await this.o.store.batch(ops)
+        ops = []
+      }
+    }
+    await this.o.store.batch(ops)
+    if (removed > 0) this.o.log.info({ chunks: removed }, 'chunks no volume needs dropped from the index')
+    return removed
+  }
+
+  /**
+   * Gives back the space of dead bytes (chunks dropped by sweep, or staged and never indexed):
+   * every pack but the one being appended to, not written to for compactMinAgeMs, with less
+   * than half its bytes indexed, has its live chunks appended anew (stage), re-indexed, and is
+   * then deleted. Must not run concurrently with sweep (DataPlane runs both in one queue); reads
+   * that raced the move retry at the new place (read).
+   */
+  async compact(): Promise<{ packs: number; bytesReclaimed: number }> {
+    const live = new Map<number, Array<{ sha256: string; at: Location }>>()
+    for await (const [k, v] of this.o.store.entries({ gte: keys.chunkPrefix, lt: keys.prefixEnd(keys.chunkPrefix) })) {
+      const sha256 = k.slice(keys.chunkPrefix.length)
+      const at = decodeLocation(sha256, v)
+      let list = live.get(at.pack)
+      if (!list) live.set(at.pack, (list = []))
+      list.push({ sha256, at })
+    }
+    const minAgeMs = this.o.compactMinAgeMs ?? COMPACT_MIN_AGE_MS
+    let packs = 0
+    let bytesReclaimed = 0
+    for (const name of await readdir(this.o.dir)) {
+      const pack = Number(PACK_NAME.exec(name)?.[1] ?? NaN)
+      if (!Number.isFinite(pack) || pack === this.writer?.pack || this.closed) continue
+      const file = path.join(this.o.dir, name)
+      const info = await stat(file).catch(() => undefined)
+      if (!info || Date.now() - info.mtimeMs < minAgeMs) continue
+      const chunks = live.get(pack) ?? []
+      const liveBytes = chunks.reduce((n, c) => n + c.at.length, 0)
+      if (info.size === 0 || liveBytes >= info.size * COMPACT_LIVE_RATIO) continue
+      for (let i = 0; i < chunks.length; i += 64) {
+        const group: Array<{ sha256: string; data: Uint8Array }> = []
+        for (const c of chunks.slice(i, i + 64)) {
+          const data = await this.read(c.sha256)
+          if (data) group.push({ sha256: c.sha256, data })
+        }
+        // Re-indexed only if still where they were read from (not dropped meanwhile), keeping
+        // the time each was first staged.
+        const ops = (await this.stage(group)).filter((op) => {
+          if (op.type !== 'put') return false
+          const sha256 = op.key.slice(keys.chunkPrefix.length)
+          const now = this.o.store.getSync(op.key)
+          const before = chunks.find((c) => c.sha256 === sha256)!.at
+          if (!now || decodeLocation(sha256, now).pack !== pack) return false
+          op.value = encodeLocation({ ...decodeLocation(sha256, op.value), stagedMs: before.stagedMs })
+          return true
+        })
+        await this.o.store.batch(ops, { sync: true })
+      }
+      const reader = this.readers.get(pack)
+      this.readers.delete(pack)
+      await reader?.then((fh) => fh.close(), () => undefined)
+      await unlink(file)
+      packs++
+      bytesReclaimed += info.size - liveBytes
+      this.o.log.info({ pack: name, bytes: info.size, liveBytes, moved: chunks.length }, 'chunk pack compacted')
+    }
+    if (packs > 0) await syncDir(this.o.dir)
+    return { packs, bytesReclaimed }
+  }
+
   private async append(chunks: Map<string, Uint8Array>): Promise<BatchOp[]> {
     if (this.closed) throw FabricError.unavailable('the chunk store is stopped')
     if (chunks.size === 0) return []
@@ -191,7 +293,7 @@ export class ChunkStore implements Service {
           this.writer = undefined
           w = this.writer = await this.createPack()
         }
-        ops.push({ type: 'put', key: keys.chunk(sha256), value: encodeLocation({ pack: w.pack, offset: w.position + pendingBytes, length }) })
+        ops.push({ type: 'put', key: keys.chunk(sha256), value: encodeLocation({ pack: w.pack, offset: w.position + pendingBytes, length, stagedMs: Date.now() }) })
         if (length > 0) pending.push(data)
         pendingBytes += length
       }

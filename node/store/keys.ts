@@ -10,8 +10,11 @@
  *   cat/ds/<datasetId>                a dataset record
  *   vol/<volumeId>/applied            volume log position applied
  *   vol/<volumeId>/w/<writerId>       last writer sequence applied from that writer
- *   vol/<volumeId>/c/<sha256>         the volume's log holds this chunk
- *   vol/<volumeId>/chunkseq           chunk stream position copied ahead of commits (ChunkCopier)
+ *   vol/<volumeId>/c/<sha256>         the chunk is the volume's: a commit applied refers to it
+ *                                     (set by commits, removed by chunk GC; the same at every node)
+ *   vol/<volumeId>/cs/<sha256>        this site's copy of the chunk stream holds it: [position, time]
+ *   vol/<volumeId>/cg/<sha256>        condemned by chunk GC phase 1 (its stream position)
+ *   vol/<volumeId>/cseen              chunk stream position tracked up to (DataPlane.trackChunks)
  *   vol/<volumeId>/s/<name>           a snapshot: its log position and time
  *   vol/<volumeId>/hash               rolling hash of the log as applied (replication/hash.ts)
  *   vol/<volumeId>/hc/<seq>           the rolling hash at a checkpoint position
@@ -56,10 +59,15 @@ export const catalogDataset = (id: string) => `cat/ds/${id}`
 export const catalogDatasetPrefix = 'cat/ds/'
 
 export const volumeApplied = (volumeId: string) => `vol/${volumeId}/applied`
-/** Position in the volume's chunk stream up to which this node has copied chunks ahead of commits. */
-export const volumeChunkCopied = (volumeId: string) => `vol/${volumeId}/chunkseq`
+/** Position in the site's copy of the volume's chunk stream up to which this node has marked the chunks it holds. */
+export const volumeChunkTracked = (volumeId: string) => `vol/${volumeId}/cseen`
 export const volumeWriter = (volumeId: string, writer: string) => `vol/${volumeId}/w/${writer}`
 export const volumeChunk = (volumeId: string, sha256: string) => `vol/${volumeId}/c/${sha256}`
+export const volumeChunkPrefix = (volumeId: string) => `vol/${volumeId}/c/`
+export const volumeChunkSeen = (volumeId: string, sha256: string) => `vol/${volumeId}/cs/${sha256}`
+export const volumeChunkSeenPrefix = (volumeId: string) => `vol/${volumeId}/cs/`
+export const volumeChunkCondemned = (volumeId: string, sha256: string) => `vol/${volumeId}/cg/${sha256}`
+export const volumeChunkCondemnedPrefix = (volumeId: string) => `vol/${volumeId}/cg/`
 export const snapshot = (volumeId: string, name: string) => `vol/${volumeId}/s/${name}`
 export const volumeHash = (volumeId: string) => `vol/${volumeId}/hash`
 export const volumeHashCheckpoint = (volumeId: string, seq: number) => `vol/${volumeId}/hc/${hex(seq)}`
@@ -69,6 +77,7 @@ export const volumePrefix = (volumeId: string) => `vol/${volumeId}/`
 export const snapshotPrefix = (volumeId: string) => `vol/${volumeId}/s/`
 
 export const chunk = (sha256: string) => `chunk/${sha256}`
+export const chunkPrefix = 'chunk/'
 
 export const datasetStat = (datasetId: string) => `ds/${datasetId}/stat`
 /** Every key of a dataset on this node. */
