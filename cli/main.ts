@@ -9,6 +9,7 @@ import { siteCommand } from './site.ts'
 import { snapCommand } from './snap.ts'
 import { statusCommand } from './status.ts'
 import { fileCommand } from './file.ts'
+import { modelCommand } from './model.ts'
 import { streamCommand } from './stream.ts'
 import { tableCommand } from './table.ts'
 import { datasetCommand, volumeCommand } from './volume.ts'
@@ -19,6 +20,9 @@ export function program(): Command {
     .description('fabric: one namespace of tables, files and streams from edge to cloud, with models served next to the data')
     .version(fabricVersion(), '-V, --version', 'print the fabric version')
     .showHelpAfterError('(run with --help for usage)')
+    // Options after a subcommand are that subcommand's: `fabric model deploy M --version 3` is the
+    // model's version, not a request for fabric's own (-V, --version before any subcommand).
+    .enablePositionalOptions()
     .exitOverride()
   p.addCommand(nodeCommand())
   p.addCommand(statusCommand())
@@ -29,6 +33,7 @@ export function program(): Command {
   p.addCommand(tableCommand())
   p.addCommand(fileCommand())
   p.addCommand(streamCommand())
+  p.addCommand(modelCommand())
   p.addCommand(
     new Command('version')
       .description('print the fabric version')

@@ -7,6 +7,7 @@ import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { timestampFromDate } from '@bufbuild/protobuf/wkt'
 import { FileService } from '../proto/gen/fabric/v1/file_pb.ts'
+import { ModelService } from '../proto/gen/fabric/v1/model_pb.ts'
 import { NamespaceService } from '../proto/gen/fabric/v1/namespace_pb.ts'
 import { NodeService } from '../proto/gen/fabric/v1/node_pb.ts'
 import { SiteService } from '../proto/gen/fabric/v1/site_pb.ts'
@@ -16,6 +17,7 @@ import { TableService } from '../proto/gen/fabric/v1/table_pb.ts'
 import {
   ApiServer,
   fileServiceImpl,
+  modelServiceImpl,
   namespaceServiceImpl,
   nodeServiceImpl,
   siteServiceImpl,
@@ -35,6 +37,7 @@ import type { Service } from './lifecycle/index.ts'
 import type { Logger } from './log/index.ts'
 import { Metrics, type Gauge } from './metrics/index.ts'
 import { NatsService } from './nats/index.ts'
+import { ModelRegistry, ModelServer } from './serving/index.ts'
 import { Sites, type ReplicaStatus } from './sites/index.ts'
 import { ChunkStore, diskUsage, Store } from './store/index.ts'
 
@@ -169,6 +172,7 @@ export class FabricNode {
     })
     this.catalog = catalog
     this.data = data
+    let models: ModelServer | undefined
     const sites = new Sites({
       bus,
       site: c.node.site,
@@ -178,9 +182,34 @@ export class FabricNode {
       version: this.version,
       held: () => data.held(),
       volumes: () => catalog.listVolumes(),
+      models: () => models?.report() ?? [],
       log: log.child({ subsystem: 'sites' }),
     })
     this.sites = sites
+    const registry = new ModelRegistry({
+      catalog,
+      data,
+      spoolDir: path.join(c.node.dataDir, 'spool'),
+      maxBytes: c.models.maxBytes,
+      validationMemoryBytes: c.models.validationMemoryBytes,
+      validationTimeoutMs: c.models.validationTimeoutMs,
+      log: log.child({ subsystem: 'models' }),
+    })
+    models = new ModelServer({
+      catalog,
+      data,
+      bus,
+      nodes: () => sites.listNodes(),
+      site: c.node.site,
+      nodeId: this.id,
+      metrics: this.metrics,
+      session: {
+        ...(c.models.intraOpThreads ? { intraOpThreads: c.models.intraOpThreads } : {}),
+        ...(c.models.interOpThreads ? { interOpThreads: c.models.interOpThreads } : {}),
+      },
+      log: log.child({ subsystem: 'models' }),
+    })
+    const serving = models
     this.http = new HttpServer({
       listen: c.http.listen,
       log: log.child({ subsystem: 'http' }),
@@ -200,6 +229,7 @@ export class FabricNode {
       .add(TableService, tableServiceImpl(data))
       .add(FileService, fileServiceImpl(data))
       .add(StreamService, streamServiceImpl(data))
+      .add(ModelService, modelServiceImpl(registry, serving, catalog, () => sites.listNodes()))
     this.registerMetrics()
 
     const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })
@@ -209,6 +239,7 @@ export class FabricNode {
       domain('data', data),
       { name: 'sites', start: async () => sites.start(), stop: () => sites.stop() },
       { name: 'snapshot-schedules', start: async () => scheduler.start(), stop: () => scheduler.stop() },
+      { name: 'models', start: async () => serving.start(), stop: () => serving.stop() },
     ]
     for (const service of [this.store, domain('chunks', chunks), this.nats, ...this.domainServices, this.http, this.api]) {
       if (this.stopping) throw FabricError.unavailable('node is stopping')

@@ -181,7 +181,13 @@ function makeHandler(method: DescMethod, name: string, fn: (...args: unknown[]) 
         const started = performance.now()
         void (async () => {
           const ctx = await begin(call)
-          const input = method.methodKind === 'server_streaming' ? (call as grpc.ServerWritableStream<unknown, unknown>).request : call
+          // A bidi call's requests are read without destroying the call at their end: Node's
+          // async iterator of a stream destroys it when the loop ends, and a destroyed duplex
+          // drops the answers still to be written (https://nodejs.org/api/stream.html#readableiteratoroptions).
+          const input =
+            method.methodKind === 'server_streaming'
+              ? (call as grpc.ServerWritableStream<unknown, unknown>).request
+              : (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<unknown> }).iterator({ destroyOnReturn: false })
           for await (const out of fn(input, ctx) as AsyncIterable<MessageInitShape<DescMessage>>) {
             if (ctx.signal.aborted) break
             if (!call.write(create(method.output, out))) await new Promise((r) => call.once('drain', r))

@@ -19,6 +19,8 @@ import {
   unpack,
   type CatalogRecord,
   type DatasetEntry,
+  type DeploymentEntry,
+  type ModelEntry,
   type DatasetKind,
   type SnapshotSchedule,
   type VolumeEntry,
@@ -29,7 +31,7 @@ import { NAME_PATTERN } from '../config/index.ts'
 import { contains, nearest, parseDatasetPath, parsePath } from './paths.ts'
 
 export * from './paths.ts'
-export type { DatasetEntry, DatasetKind, SnapshotSchedule, VolumeEntry } from '../replication/index.ts'
+export type { DatasetEntry, DatasetKind, DeploymentEntry, ModelEntry, SnapshotSchedule, VolumeEntry } from '../replication/index.ts'
 
 /** The most scheduled snapshots a volume may keep. */
 export const MAX_KEPT_SNAPSHOTS = 10_000
@@ -59,6 +61,8 @@ export interface CatalogEvents {
   'volume-removed': [VolumeEntry]
   /** Its replica sites changed (or, for the root volume, its home became known). */
   'volume-changed': [VolumeEntry]
+  /** A model's deployment was set or changed (undefined: removed). */
+  'deployment-changed': [string, DeploymentEntry | undefined]
 }
 
 /** Asked by an edge to learn where the catalog lives; answered by every node that knows. */
@@ -71,6 +75,9 @@ const newId = (prefix: string) => `${prefix}${randomBytes(6).toString('hex')}`
 export class Catalog extends EventEmitter<CatalogEvents> {
   private readonly volumes = new Map<string, VolumeEntry>()
   private readonly datasets = new Map<string, DatasetEntry>()
+  /** Model versions by "name@version". */
+  private readonly models = new Map<string, ModelEntry>()
+  private readonly deployments = new Map<string, DeploymentEntry>()
   /** Datasets by path, rebuilt on the first lookup after a change (lookups are per call). */
   private byPath: Map<string, DatasetEntry> | undefined
   private follower: Follower | undefined
@@ -112,6 +119,14 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     for await (const [, v] of this.o.store.entries({ gte: keys.catalogDatasetPrefix, lt: keys.prefixEnd(keys.catalogDatasetPrefix) })) {
       const ds = unpack<DatasetEntry>(v)
       this.datasets.set(ds.id, ds)
+    }
+    for await (const [, v] of this.o.store.entries({ gte: keys.catalogModelPrefix, lt: keys.prefixEnd(keys.catalogModelPrefix) })) {
+      const m = unpack<ModelEntry>(v)
+      this.models.set(`${m.name}@${m.version}`, m)
+    }
+    for await (const [, v] of this.o.store.entries({ gte: keys.catalogDeploymentPrefix, lt: keys.prefixEnd(keys.catalogDeploymentPrefix) })) {
+      const d = unpack<DeploymentEntry>(v)
+      this.deployments.set(d.model, d)
     }
     const home = await this.resolveHome()
     if (home) {
@@ -252,6 +267,28 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     return { ds, name: path === ds.path ? '' : path.slice(ds.path.length + 1) }
   }
 
+  /** Every version of every model (of a tenant, with "tenant/" as prefix), by name then version. */
+  listModels(prefix = ''): ModelEntry[] {
+    return [...this.models.values()].filter((m) => m.name.startsWith(prefix)).sort((a, b) => a.name.localeCompare(b.name) || compareVersions(a.version, b.version))
+  }
+
+  /** A model's versions, oldest first. */
+  modelVersions(name: string): ModelEntry[] {
+    return [...this.models.values()].filter((m) => m.name === name).sort((a, b) => compareVersions(a.version, b.version))
+  }
+
+  model(name: string, version: string): ModelEntry | undefined {
+    return this.models.get(`${name}@${version}`)
+  }
+
+  deployment(model: string): DeploymentEntry | undefined {
+    return this.deployments.get(model)
+  }
+
+  listDeployments(): DeploymentEntry[] {
+    return [...this.deployments.values()]
+  }
+
   // ---- changes (through the catalog log) ----
 
   async createVolume(path: string, home: string | undefined, replicas: string[]): Promise<VolumeEntry> {
@@ -354,6 +391,56 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     await this.change(async () => ({ op: 'ds-', id: this.datasetAt(path).id }))
   }
 
+  /**
+   * Records a published model version. `build` runs against the applied catalog (and again if
+   * another change got in first): it may refuse, e.g. a version that exists already.
+   */
+  async addModel(build: () => ModelEntry): Promise<ModelEntry> {
+    let key = ''
+    await this.change(async () => {
+      const m = build()
+      key = `${m.name}@${m.version}`
+      if (this.models.has(key)) throw FabricError.alreadyExists(`model ${m.name} version ${m.version} exists already (versions are immutable)`, { details: { model: m.name, version: m.version } })
+      return { op: 'model+', m }
+    })
+    return this.models.get(key)!
+  }
+
+  /** Removes a model version; refused while a deployment uses it. */
+  async removeModel(name: string, version: string): Promise<ModelEntry> {
+    let removed: ModelEntry | undefined
+    await this.change(async () => {
+      removed = this.models.get(`${name}@${version}`)
+      if (!removed) throw FabricError.notFound(`model ${name} has no version ${version}`, { details: { model: name, version } })
+      const d = this.deployments.get(name)
+      if (d && (d.traffic.some((x) => x.version === version) || d.shadow === version)) {
+        throw FabricError.failedPrecondition(`model ${name} version ${version} is deployed (${d.shadow === version ? 'as the shadow' : 'taking traffic'}); deploy other versions or undeploy it first`, {
+          details: { model: name, version },
+        })
+      }
+      return { op: 'model-', name, version }
+    })
+    return removed!
+  }
+
+  /** Sets a model's deployment; `build` validates against the applied catalog. */
+  async setDeployment(build: () => DeploymentEntry): Promise<DeploymentEntry> {
+    let model = ''
+    await this.change(async () => {
+      const d = build()
+      model = d.model
+      return { op: 'dep', d }
+    })
+    return this.deployments.get(model)!
+  }
+
+  async removeDeployment(model: string): Promise<void> {
+    await this.change(async () => {
+      if (!this.deployments.has(model)) throw FabricError.notFound(`model ${model} is not deployed`, { details: { model } })
+      return { op: 'dep-', model }
+    })
+  }
+
   /** Appends a change validated against the applied catalog; retries when another got in first. */
   private async change(build: () => Promise<CatalogRecord>): Promise<number> {
     const follower = this.follower
@@ -430,10 +517,38 @@ export class Catalog extends EventEmitter<CatalogEvents> {
         this.datasets.delete(r.id)
         this.byPath = undefined
         return
+      case 'model+':
+        ops.push({ type: 'put', key: keys.catalogModel(r.m.name, r.m.version), value: pack(r.m) })
+        this.models.set(`${r.m.name}@${r.m.version}`, r.m)
+        return
+      case 'model-':
+        ops.push({ type: 'del', key: keys.catalogModel(r.name, r.version) })
+        this.models.delete(`${r.name}@${r.version}`)
+        return
+      case 'dep':
+        ops.push({ type: 'put', key: keys.catalogDeployment(r.d.model), value: pack(r.d) })
+        this.deployments.set(r.d.model, r.d)
+        changes.push(() => this.emit('deployment-changed', r.d.model, r.d))
+        return
+      case 'dep-':
+        ops.push({ type: 'del', key: keys.catalogDeployment(r.model) })
+        this.deployments.delete(r.model)
+        changes.push(() => this.emit('deployment-changed', r.model, undefined))
+        return
       default:
         this.o.log.warn({ op: (r as { op: string }).op }, 'unknown catalog record ignored (written by a newer node?)')
     }
   }
+}
+
+/** Versions in a natural order: whole numbers numerically ("2" before "10"), then the rest by text. */
+export function compareVersions(a: string, b: string): number {
+  const na = /^\d+$/.test(a) ? Number(a) : undefined
+  const nb = /^\d+$/.test(b) ? Number(b) : undefined
+  if (na !== undefined && nb !== undefined) return na - nb
+  if (na !== undefined) return -1
+  if (nb !== undefined) return 1
+  return a.localeCompare(b, 'en', { numeric: true })
 }
 
 function rootVolume(home: string): VolumeEntry {

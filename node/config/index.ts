@@ -13,7 +13,7 @@ import type { HostPort } from './hostport.ts'
 
 export { formatHostPort, isLoopback, parseHostPort, type HostPort } from './hostport.ts'
 export { NAME_PATTERN } from './schema.ts'
-export { parseDurationMs } from './units.ts'
+export { parseBytes, parseDurationMs } from './units.ts'
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 
@@ -55,6 +55,16 @@ export interface Config {
     readonly replicas: number
     /** nats-server HTTP monitoring (/varz, /leafz, /routez, /jsz); off unless set. */
     readonly monitorListen: HostPort | undefined
+  }
+  readonly models: {
+    /** The largest model accepted by publish. */
+    readonly maxBytes: number
+    /** Resident memory the process that validates a model may use. */
+    readonly validationMemoryBytes: number
+    readonly validationTimeoutMs: number
+    /** onnxruntime threads per session (0: its default). */
+    readonly intraOpThreads: number
+    readonly interOpThreads: number
   }
   readonly gc: {
     /** How often the node collects garbage by itself. */
@@ -113,6 +123,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       routes: c.nats.routes,
       replicas: c.nats.replicas,
       monitorListen: c.nats.monitor_listen,
+    },
+    models: {
+      maxBytes: c.models.max_bytes,
+      validationMemoryBytes: c.models.validation_memory,
+      validationTimeoutMs: c.models.validation_timeout,
+      intraOpThreads: c.models.intra_op_threads,
+      interOpThreads: c.models.inter_op_threads,
     },
     gc: { intervalMs: c.gc.interval, unclaimedChunkGraceMs: c.gc.unclaimed_chunk_grace },
     log: { level: c.log.level, format: c.log.format },

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod'
 import { parseHostPort } from './hostport.ts'
-import { parseDurationMs } from './units.ts'
+import { parseBytes, parseDurationMs } from './units.ts'
 
 /** Site names are JetStream domains and node ids are NATS server names: both end up in subjects. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/
@@ -35,6 +35,23 @@ const duration = z
     }
     return ms
   })
+
+const size = z
+  .string({ error: 'expected a size such as "512MiB" (string)' })
+  .transform((text, ctx) => {
+    const bytes = parseBytes(text)
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a size such as "512MiB", "2GiB" or "100MB", got ${JSON.stringify(text)}` })
+      return z.NEVER
+    }
+    return bytes
+  })
+
+const threads = z
+  .number({ error: 'expected a number of threads (integer, 0: onnxruntime picks)' })
+  .int({ error: 'expected a number of threads (integer, 0: onnxruntime picks)' })
+  .min(0, { error: 'expected a number of threads from 0 (onnxruntime picks) to 256' })
+  .max(256, { error: 'expected a number of threads from 0 (onnxruntime picks) to 256' })
 
 const port = z
   .number({ error: 'expected a port number (integer)' })
@@ -106,6 +123,17 @@ export const ConfigSchema = z.strictObject({
       monitor_listen: hostPort.optional(),
     })
     .superRefine(checkTopology, { when: (payload) => payload.issues.length === 0 })
+    .prefault({}),
+  models: z
+    .strictObject({
+      max_bytes: size.default(512 * 1024 ** 2),
+      validation_memory: size
+        .refine((b) => b >= 192 * 1024 ** 2, { error: 'must be at least 192MiB (Node and onnxruntime alone take about 85 MiB)' })
+        .default(2 * 1024 ** 3),
+      validation_timeout: duration.default(60_000),
+      intra_op_threads: threads.default(0),
+      inter_op_threads: threads.default(0),
+    })
     .prefault({}),
   gc: z
     .strictObject({

@@ -6,6 +6,7 @@
  */
 import { decode, Encoder } from '@msgpack/msgpack'
 import { FabricError } from '../errors/index.ts'
+import type { Signature } from '../models/index.ts'
 
 export interface Written {
   /** Writer id (the node id). */
@@ -78,6 +79,39 @@ export interface DatasetEntry {
   createdMs: number
 }
 
+/** A published model version (immutable): what it is, where its bytes are, what it was made from. */
+export interface ModelEntry {
+  /** "tenant/name". */
+  name: string
+  version: string
+  description: string
+  metrics: Record<string, number>
+  /** Lineage: "VOLUME@SNAPSHOT" and the snapshot's log position. */
+  trainedOn?: { volume: string; snapshot: string; seq: number }
+  sha256: string
+  size: number
+  /** The file in the namespace that holds its bytes. */
+  path: string
+  signature: Signature
+  producer: string
+  opset: number
+  createdMs: number
+}
+
+/** Where and how a model is served; one per model. */
+export interface DeploymentEntry {
+  model: string
+  /** Versions that answer, with relative weights (at least one). */
+  traffic: Array<{ version: string; weight: number }>
+  /** Runs beside the answering version; its result is recorded, not returned. */
+  shadow?: string
+  /** Sites it is served at (empty with allSites). */
+  sites: string[]
+  allSites: boolean
+  batching?: { maxBatch: number; maxDelayMs: number }
+  updatedMs: number
+}
+
 export type CatalogRecord =
   | { op: 'vol+'; vol: VolumeEntry }
   | { op: 'vol-'; id: string }
@@ -85,6 +119,11 @@ export type CatalogRecord =
   | { op: 'ds-'; id: string }
   | { op: 'vol~'; id: string; replicas: string[] }
   | { op: 'sched'; id: string; schedule: SnapshotSchedule | null }
+  | { op: 'model+'; m: ModelEntry }
+  | { op: 'model-'; name: string; version: string }
+  /** Sets (replaces) a model's deployment. */
+  | { op: 'dep'; d: DeploymentEntry }
+  | { op: 'dep-'; model: string }
 
 /**
  * One encoder for the process: its buffer grows to the largest record once and is reused, where

@@ -23,6 +23,24 @@ export interface HeldVolume {
   logBytes: number
 }
 
+/** One model version on a node, as its heartbeat tells (model serving). */
+export interface ServedVersion {
+  version: string
+  state: 'waiting' | 'loading' | 'ready' | 'failed'
+  error?: string
+  shadow: boolean
+  requests: number
+  errors: number
+  differed: number
+  p50Ms: number
+  p99Ms: number
+}
+
+export interface ServedModel {
+  name: string
+  versions: ServedVersion[]
+}
+
 export interface Heartbeat {
   site: string
   node: string
@@ -32,6 +50,8 @@ export interface Heartbeat {
   startedMs: number
   sentMs: number
   volumes: HeldVolume[]
+  /** Model versions the node serves or is loading (absent from nodes older than model serving). */
+  models?: ServedModel[]
 }
 
 export interface NodeView extends Heartbeat {
@@ -75,6 +95,8 @@ export interface SitesOptions {
   version: string
   /** What this node holds, for its heartbeat. */
   held: () => Promise<HeldVolume[]>
+  /** The models this node serves, for its heartbeat. */
+  models?: () => ServedModel[]
   volumes: () => VolumeEntry[]
   log: Logger
   intervalMs?: number
@@ -136,6 +158,7 @@ export class Sites {
       startedMs: this.startedMs,
       sentMs: Date.now(),
       volumes: await this.o.held(),
+      models: this.o.models?.() ?? [],
     }
     this.self = hb
     this.o.bus().publish(`${SUBJECT_PREFIX}.${this.o.site}.${this.o.nodeId}`, pack(hb))

@@ -8,6 +8,8 @@
  *   cat/home                          the site whose catalog log this site mirrors (edges)
  *   cat/vol/<volumeId>                a volume record
  *   cat/ds/<datasetId>                a dataset record
+ *   cat/model/<tenant/name>@<version> a model version record
+ *   cat/dep/<tenant/name>             a model's deployment
  *   vol/<volumeId>/applied            volume log position applied
  *   vol/<volumeId>/w/<writerId>       last writer sequence applied from that writer
  *   vol/<volumeId>/c/<sha256>         the chunk is the volume's: a commit applied refers to it
@@ -57,6 +59,10 @@ export const catalogVolume = (id: string) => `cat/vol/${id}`
 export const catalogVolumePrefix = 'cat/vol/'
 export const catalogDataset = (id: string) => `cat/ds/${id}`
 export const catalogDatasetPrefix = 'cat/ds/'
+export const catalogModel = (name: string, version: string) => `cat/model/${name}@${version}`
+export const catalogModelPrefix = 'cat/model/'
+export const catalogDeployment = (model: string) => `cat/dep/${model}`
+export const catalogDeploymentPrefix = 'cat/dep/'
 
 export const volumeApplied = (volumeId: string) => `vol/${volumeId}/applied`
 /** Position in the site's copy of the volume's chunk stream up to which this node has marked the chunks it holds. */
