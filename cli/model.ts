@@ -5,18 +5,16 @@ import { mkdir, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import {
-  ElementType,
   ModelService,
   VersionState,
   type Deployment,
   type ModelVersion,
   type Signature,
-  type Tensor as TensorMsg,
   type TensorSpec,
 } from '../proto/gen/fabric/v1/model_pb.ts'
 import { FabricError } from '../node/errors/index.ts'
-import type { ElementType as Type, Tensor } from '../node/models/index.ts'
-import { tensorFromBytes, tensorFromStrings, tensorToBytes } from '../node/models/index.ts'
+import { ELEMENT_TYPE_OF, tensorMsg, tensorOf } from '../node/api/tensors.ts'
+import type { ElementType as Type } from '../node/models/index.ts'
 import { serverOption, withClient } from './client.ts'
 import { formatBytes, keyValues, outputOption, toJson, type OutputFormat } from './output.ts'
 import { readTensorFile, tensorToJson, writeTensorFile } from './tensor-files.ts'
@@ -25,22 +23,7 @@ import { columns, iso, parseCount, writeLine } from './util.ts'
 type Common = { server: string; output: OutputFormat }
 const CHUNK = 256 * 1024
 
-const TYPE_NAME: Record<ElementType, Type | undefined> = {
-  [ElementType.UNSPECIFIED]: undefined,
-  [ElementType.FLOAT32]: 'float32',
-  [ElementType.FLOAT64]: 'float64',
-  [ElementType.INT8]: 'int8',
-  [ElementType.INT16]: 'int16',
-  [ElementType.INT32]: 'int32',
-  [ElementType.INT64]: 'int64',
-  [ElementType.UINT8]: 'uint8',
-  [ElementType.UINT16]: 'uint16',
-  [ElementType.UINT32]: 'uint32',
-  [ElementType.UINT64]: 'uint64',
-  [ElementType.BOOL]: 'bool',
-  [ElementType.STRING]: 'string',
-}
-const TYPE_OF = Object.fromEntries(Object.entries(TYPE_NAME).filter(([, v]) => v).map(([k, v]) => [v, Number(k)])) as Record<Type, ElementType>
+const TYPE_NAME = ELEMENT_TYPE_OF
 const STATE_NAME: Record<VersionState, string> = {
   [VersionState.UNSPECIFIED]: '?',
   [VersionState.WAITING]: 'waiting',
@@ -110,19 +93,6 @@ function deploymentText(d: Deployment | undefined): string {
   const total = d.traffic.reduce((n, t) => n + t.weight, 0)
   const split = d.traffic.map((t) => `${t.version}=${Math.round((t.weight / total) * 1000) / 10}%`).join(' ')
   return `${split}${d.shadow ? `, shadow ${d.shadow}` : ''} at ${d.allSites ? 'all sites' : d.sites.join(', ')}${d.maxBatch > 1 ? `, batching up to ${d.maxBatch} rows / ${d.maxDelayMs} ms` : ''}`
-}
-
-/** A tensor from the wire. */
-function fromMsg(t: TensorMsg): Tensor {
-  const type = TYPE_NAME[t.type]
-  if (!type) throw FabricError.internal(`output "${t.name}" has no element type`)
-  const dims = t.dims.map(Number)
-  return type === 'string' ? tensorFromStrings(dims, t.strings, `output "${t.name}"`) : tensorFromBytes(type, dims, t.data, `output "${t.name}"`)
-}
-
-function toMsg(name: string, t: Tensor) {
-  const base = { name, type: TYPE_OF[t.type], dims: t.dims.map(BigInt) }
-  return t.type === 'string' ? { ...base, strings: t.data as string[] } : { ...base, data: tensorToBytes(t) }
 }
 
 /**
@@ -339,11 +309,11 @@ export function modelCommand(): Command {
         for (const [input, file] of o.input) {
           const type = types.get(input)
           if (file.toLowerCase().endsWith('.json') && !type) throw FabricError.invalidArgument(`--input ${input}=${file}: the model has no input named ${JSON.stringify(input)} (it has ${[...types.keys()].map((k) => JSON.stringify(k)).join(', ')})`, { details: { input } })
-          inputs.push(toMsg(input, await readTensorFile(file, type)))
+          inputs.push(tensorMsg(input, await readTensorFile(file, type)))
         }
         return c.predict({ model: name, version, routingKey: o.key ?? '', inputs })
       })
-      const outputs = r.outputs.map((t) => ({ name: t.name, tensor: fromMsg(t) }))
+      const outputs = r.outputs.map((t) => ({ name: t.name, tensor: tensorOf(t, 'output') }))
       if (o.out) {
         await mkdir(o.out, { recursive: true })
         for (const { name: n, tensor } of outputs) await writeTensorFile(path.join(o.out, tensorFileName(n)), tensor)

@@ -239,6 +239,10 @@ t.test('bad config is refused with the key path and the bad value', async (t) =>
     ['[node]\nsite = "Plant 3"', /node\.site: expected a site name: .*got "Plant 3"/],
     ['[node]\nshutdown_timeout = "soon"', /node\.shutdown_timeout: expected a duration/],
     ['[log]\nlevel = "loud"', /log\.level: expected one of/],
+    ['[models]\nmax_bytes = "lots"', /models\.max_bytes: expected a size such as "512MiB", "2GiB" or "100MB", got "lots"/],
+    ['[models]\nvalidation_memory = "64MiB"', /models\.validation_memory: must be at least 192MiB/],
+    ['[models]\nintra_op_threads = -1', /models\.intra_op_threads: expected a number of threads/],
+    ['[gc]\nunclaimed_chunk_grace = "forever"', /gc\.unclaimed_chunk_grace: expected a duration/],
     ['[api]\nlisten = ', /fabric\.toml:2:10: /],
   ]
   for (const [toml, expected] of cases) {

@@ -45,33 +45,14 @@ import {
   unknownOpModel,
   unservableTypeModel,
 } from './harness/onnx.ts'
-import { poll, ROOT, tempDir, type Teardown } from './harness/index.ts'
+import { poll, refusal, ROOT, tempDir, thrown, type Teardown } from './harness/index.ts'
 
 const MiB = 2 ** 20
 const LIMITS = { memoryBytes: 512 * MiB, timeoutMs: 30_000 }
 
 const f32 = (dims: number[], values: number[]): Tensor => ({ type: 'float32', dims, data: new Float32Array(values) })
 
-/** The FabricError a promise rejects with (fails the test if it resolves or throws anything else). */
-async function refusal(promise: Promise<unknown>): Promise<FabricError> {
-  try {
-    await promise
-  } catch (err) {
-    if (isFabricError(err)) return err
-    throw err
-  }
-  throw new Error('expected a refusal, got a result')
-}
 
-function thrown(fn: () => unknown): FabricError {
-  try {
-    fn()
-  } catch (err) {
-    if (isFabricError(err)) return err
-    throw err
-  }
-  throw new Error('expected a FabricError')
-}
 
 async function session(t: Teardown, bytes: Uint8Array): Promise<ModelSession> {
   const s = await loadSession(bytes, { intraOpThreads: 1 })

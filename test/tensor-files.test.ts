@@ -5,32 +5,14 @@ import path from 'node:path'
 import { decodeNpy, encodeNpy, readTensorFile, tensorFromJson, tensorToJson, writeTensorFile } from '../cli/tensor-files.ts'
 import { isFabricError, type FabricError } from '../node/errors/index.ts'
 import type { ElementType, Tensor } from '../node/models/index.ts'
-import { ROOT, tempDir } from './harness/index.ts'
+import { refusal, ROOT, tempDir, thrown } from './harness/index.ts'
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'npy')
 const fixture = (name: string): Promise<Buffer> => readFile(path.join(FIXTURES, name))
 
 const values = (t: Tensor): unknown[] => Array.from(t.data as ArrayLike<unknown>)
 
-function thrown(fn: () => unknown): FabricError {
-  try {
-    fn()
-  } catch (err) {
-    if (isFabricError(err)) return err
-    throw err
-  }
-  throw new Error('expected a FabricError')
-}
 
-async function rejection(p: Promise<unknown>): Promise<FabricError> {
-  try {
-    await p
-  } catch (err) {
-    if (isFabricError(err)) return err
-    throw err
-  }
-  throw new Error('expected a FabricError')
-}
 
 /** What numpy put in each fixture (see the script in test/fixtures/npy/README.md). */
 const EXPECTED: Record<string, { type: ElementType; dims: number[]; values: unknown[] }> = {
@@ -192,15 +174,15 @@ t.test('tensor files are picked by extension, and every error names the file', a
 
   const json = path.join(dir, 't.json')
   const npy = path.join(FIXTURES, 'f8_special.npy')
-  t.match(await rejection(readTensorFile(json)), { code: 'INVALID_ARGUMENT', message: `${json}: JSON carries no element type: give one (float32, int64, ...)` })
-  t.match(await rejection(readTensorFile(npy, 'float32')), { message: `${npy}: holds float64, expected float32 (convert it with a.astype(np.float32))` })
-  t.match(await rejection(readTensorFile(path.join(dir, 'missing.npy'))), { code: 'NOT_FOUND', message: /^cannot read .*missing\.npy: ENOENT/ })
-  t.match(await rejection(readTensorFile(path.join(dir, 'x.csv'))), { message: /x\.csv: unknown tensor file type "\.csv" \(expected \.npy or \.json\)/ })
+  t.match(await refusal(readTensorFile(json)), { code: 'INVALID_ARGUMENT', message: `${json}: JSON carries no element type: give one (float32, int64, ...)` })
+  t.match(await refusal(readTensorFile(npy, 'float32')), { message: `${npy}: holds float64, expected float32 (convert it with a.astype(np.float32))` })
+  t.match(await refusal(readTensorFile(path.join(dir, 'missing.npy'))), { code: 'NOT_FOUND', message: /^cannot read .*missing\.npy: ENOENT/ })
+  t.match(await refusal(readTensorFile(path.join(dir, 'x.csv'))), { message: /x\.csv: unknown tensor file type "\.csv" \(expected \.npy or \.json\)/ })
   const broken = path.join(dir, 'broken.json')
   await writeFile(broken, '[1, 2')
-  t.match(await rejection(readTensorFile(broken, 'float32')), { message: new RegExp(`^${broken.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not valid JSON`) })
+  t.match(await refusal(readTensorFile(broken, 'float32')), { message: new RegExp(`^${broken.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not valid JSON`) })
   const ragged = path.join(dir, 'ragged.json')
   await writeFile(ragged, '[[1], [2, 3]]')
-  t.match(await rejection(readTensorFile(ragged, 'float32')), { message: `${ragged} at [1]: expected an array of 1, got an array of 2 (the arrays are ragged)` })
+  t.match(await refusal(readTensorFile(ragged, 'float32')), { message: `${ragged} at [1]: expected an array of 1, got an array of 2 (the arrays are ragged)` })
   t.throws(() => encodeNpy({ type: 'string', dims: [1], data: ['a\u0000'] }), { message: 'string element 0 ends with a NUL character, which .npy cannot keep' })
 })

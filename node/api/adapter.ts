@@ -76,6 +76,13 @@ export function grpcDefinition(service: DescService): grpc.ServiceDefinition {
   return def
 }
 
+/** The first message of a client stream (which names what the rest is for) and the rest. */
+export async function splitFirst<T>(stream: AsyncIterable<T>): Promise<{ first: T | undefined; rest: AsyncIterable<T> }> {
+  const it = stream[Symbol.asyncIterator]()
+  const head = await it.next()
+  return { first: head.done ? undefined : head.value, rest: { [Symbol.asyncIterator]: () => it } }
+}
+
 /** Turns anything thrown by a handler into a gRPC error; unexpected ones are logged with cause. */
 export function toServiceError(err: unknown, log: Logger, method: string): Partial<grpc.StatusObject> {
   const fe = FabricError.from(err)

@@ -9,7 +9,7 @@ import type { Catalog, DatasetEntry, DatasetKind as Kind, VolumeEntry } from '..
 import type { DataPlane, FileMeta, Row } from '../datasets/index.ts'
 import { CHUNK_BYTES } from '../datasets/index.ts'
 import { FabricError } from '../errors/index.ts'
-import type { ServiceImpl } from './adapter.ts'
+import { splitFirst, type ServiceImpl } from './adapter.ts'
 import type { Sites } from '../sites/index.ts'
 import { replicationMsg } from './site-service.ts'
 
@@ -20,13 +20,6 @@ const KIND_OF: Record<DatasetKind, Kind | undefined> = {
   [DatasetKind.STREAM]: 'stream',
 }
 const KIND_MSG: Record<Kind, DatasetKind> = { table: DatasetKind.TABLE, files: DatasetKind.FILES, stream: DatasetKind.STREAM }
-
-/** The first message of a client stream (which names what the rest is for) and the rest. */
-async function splitFirst<T>(stream: AsyncIterable<T>): Promise<{ first: T | undefined; rest: AsyncIterable<T> }> {
-  const it = stream[Symbol.asyncIterator]()
-  const head = await it.next()
-  return { first: head.done ? undefined : head.value, rest: { [Symbol.asyncIterator]: () => it } }
-}
 
 /** uint64 from the wire -> number; positions stay far below 2^53. */
 const num = (v: bigint | undefined): number | undefined => (v === undefined ? undefined : Number(v))

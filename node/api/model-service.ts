@@ -10,47 +10,18 @@ import {
   type PredictRequest,
   type PredictResponseSchema,
   type SignatureSchema,
-  type TensorSchema,
   type TensorSpecSchema,
 } from '../../proto/gen/fabric/v1/model_pb.ts'
 import type { Catalog, DeploymentEntry, ModelEntry } from '../catalog/index.ts'
 import { CHUNK_BYTES } from '../datasets/index.ts'
 import { FabricError } from '../errors/index.ts'
-import { tensorFromBytes, tensorFromStrings, tensorToBytes, type ElementType, type Signature, type Tensor, type TensorSpec } from '../models/index.ts'
+import type { ElementType, Signature, Tensor, TensorSpec } from '../models/index.ts'
 import type { ModelRegistry, ModelServer, PredictCall, PredictResult } from '../serving/index.ts'
 import type { NodeView, ServedVersion } from '../sites/index.ts'
 import type { ServiceImpl } from './adapter.ts'
-import { toServiceError } from './adapter.ts'
+import { splitFirst, toServiceError } from './adapter.ts'
+import { ELEMENT_TYPE_MSG, tensorMsg, tensorOf } from './tensors.ts'
 
-const TYPE_OF: Record<ElementTypeMsg, ElementType | undefined> = {
-  [ElementTypeMsg.UNSPECIFIED]: undefined,
-  [ElementTypeMsg.FLOAT32]: 'float32',
-  [ElementTypeMsg.FLOAT64]: 'float64',
-  [ElementTypeMsg.INT8]: 'int8',
-  [ElementTypeMsg.INT16]: 'int16',
-  [ElementTypeMsg.INT32]: 'int32',
-  [ElementTypeMsg.INT64]: 'int64',
-  [ElementTypeMsg.UINT8]: 'uint8',
-  [ElementTypeMsg.UINT16]: 'uint16',
-  [ElementTypeMsg.UINT32]: 'uint32',
-  [ElementTypeMsg.UINT64]: 'uint64',
-  [ElementTypeMsg.BOOL]: 'bool',
-  [ElementTypeMsg.STRING]: 'string',
-}
-const TYPE_MSG: Record<ElementType, ElementTypeMsg> = {
-  float32: ElementTypeMsg.FLOAT32,
-  float64: ElementTypeMsg.FLOAT64,
-  int8: ElementTypeMsg.INT8,
-  int16: ElementTypeMsg.INT16,
-  int32: ElementTypeMsg.INT32,
-  int64: ElementTypeMsg.INT64,
-  uint8: ElementTypeMsg.UINT8,
-  uint16: ElementTypeMsg.UINT16,
-  uint32: ElementTypeMsg.UINT32,
-  uint64: ElementTypeMsg.UINT64,
-  bool: ElementTypeMsg.BOOL,
-  string: ElementTypeMsg.STRING,
-}
 const STATE_MSG: Record<ServedVersion['state'], VersionState> = {
   waiting: VersionState.WAITING,
   loading: VersionState.LOADING,
@@ -61,24 +32,15 @@ const STATE_MSG: Record<ServedVersion['state'], VersionState> = {
 /** PredictStream: requests in flight on one call at most (answers keep the request order). */
 const STREAM_IN_FLIGHT = 64
 
-/** A request's tensors, checked: each names a type, dims that fit its data. */
+/** A request's tensors, checked: each named once, with a type and dims that fit its data. */
 function inputsOf(tensors: PredictRequest['inputs']): Record<string, Tensor> {
   const out: Record<string, Tensor> = {}
   for (const t of tensors) {
-    const what = `input "${t.name}"`
     if (!t.name) throw FabricError.invalidArgument('an input tensor has no name')
     if (t.name in out) throw FabricError.invalidArgument(`input "${t.name}" is given twice`, { details: { input: t.name } })
-    const type = TYPE_OF[t.type]
-    if (!type) throw FabricError.invalidArgument(`${what}: no element type`, { details: { input: t.name } })
-    const dims = t.dims.map(Number)
-    out[t.name] = type === 'string' ? tensorFromStrings(dims, t.strings, what) : tensorFromBytes(type, dims, t.data, what)
+    out[t.name] = tensorOf(t, 'input')
   }
   return out
-}
-
-export function tensorMsg(name: string, t: Tensor): MessageInitShape<typeof TensorSchema> {
-  const base = { name, type: TYPE_MSG[t.type], dims: t.dims.map(BigInt) }
-  return t.type === 'string' ? { ...base, strings: t.data as string[] } : { ...base, data: tensorToBytes(t) }
 }
 
 function callOf(req: PredictRequest): PredictCall {
@@ -99,7 +61,7 @@ function resultMsg(r: PredictResult): MessageInitShape<typeof PredictResponseSch
 function specMsg(s: TensorSpec): MessageInitShape<typeof TensorSpecSchema> {
   return {
     name: s.name,
-    type: TYPE_MSG[s.type as ElementType] ?? ElementTypeMsg.UNSPECIFIED,
+    type: ELEMENT_TYPE_MSG[s.type as ElementType] ?? ElementTypeMsg.UNSPECIFIED,
     shape: s.shape.map((d) => (typeof d === 'number' && d >= 0 ? { dim: { case: 'size' as const, value: BigInt(d) } } : { dim: { case: 'symbol' as const, value: typeof d === 'string' ? d : '?' } })),
     anyRank: s.unknownRank ?? false,
   }
@@ -138,13 +100,6 @@ export function deploymentMsg(d: DeploymentEntry): MessageInitShape<typeof Deplo
     maxDelayMs: d.batching?.maxDelayMs ?? 0,
     updatedAt: timestampFromMs(d.updatedMs),
   }
-}
-
-/** The first message of a client stream and the rest. */
-async function splitFirst<T>(stream: AsyncIterable<T>): Promise<{ first: T | undefined; rest: AsyncIterable<T> }> {
-  const it = stream[Symbol.asyncIterator]()
-  const head = await it.next()
-  return { first: head.done ? undefined : head.value, rest: { [Symbol.asyncIterator]: () => it } }
 }
 
 /**

@@ -25,27 +25,19 @@ const hostPort = z
     return hp
   })
 
-const duration = z
-  .string({ error: 'expected a duration such as "10s" (string)' })
-  .transform((text, ctx) => {
-    const ms = parseDurationMs(text)
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration such as "500ms", "10s" or "1m", got ${JSON.stringify(text)}` })
+/** A string with a unit, parsed to a number by `parse`; the error shows examples. */
+const withUnit = (what: string, examples: string[], parse: (text: string) => number | undefined) =>
+  z.string({ error: `expected a ${what} such as "${examples[0]}" (string)` }).transform((text, ctx) => {
+    const value = parse(text)
+    if (value === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a ${what} such as ${examples.map((e) => `"${e}"`).join(', ').replace(/, ([^,]*)$/, ' or $1')}, got ${JSON.stringify(text)}` })
       return z.NEVER
     }
-    return ms
+    return value
   })
 
-const size = z
-  .string({ error: 'expected a size such as "512MiB" (string)' })
-  .transform((text, ctx) => {
-    const bytes = parseBytes(text)
-    if (bytes === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a size such as "512MiB", "2GiB" or "100MB", got ${JSON.stringify(text)}` })
-      return z.NEVER
-    }
-    return bytes
-  })
+const duration = withUnit('duration', ['500ms', '10s', '1m'], parseDurationMs)
+const size = withUnit('size', ['512MiB', '2GiB', '100MB'], parseBytes)
 
 const threads = z
   .number({ error: 'expected a number of threads (integer, 0: onnxruntime picks)' })

@@ -3,6 +3,7 @@
  * started the way users start them and killed at teardown. Readiness is awaited by watching what
  * the process says (its JSON log lines, nats-server's ports file), never by sleeping.
  */
+import { isFabricError, type FabricError } from '../../node/errors/index.ts'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
@@ -373,4 +374,26 @@ function ipv6(hex: string): string {
     words.push(le.slice(0, 4), le.slice(4, 8))
   }
   return words.map((w) => parseInt(w, 16).toString(16)).join(':').replace(/(^|:)0(:0)+(:|$)/, '::')
+}
+
+/** The FabricError a promise rejects with; throws if it resolves or rejects with anything else. */
+export async function refusal(promise: Promise<unknown>): Promise<FabricError> {
+  try {
+    await promise
+  } catch (err) {
+    if (isFabricError(err)) return err
+    throw err
+  }
+  throw new Error('expected a FabricError, got a result')
+}
+
+/** The FabricError fn throws; throws if it returns or throws anything else. */
+export function thrown(fn: () => unknown): FabricError {
+  try {
+    fn()
+  } catch (err) {
+    if (isFabricError(err)) return err
+    throw err
+  }
+  throw new Error('expected a FabricError')
 }
