@@ -12,19 +12,21 @@
  *                       files        3 file put/get
  *                       memory       4 node memory with a big file
  *                       replication  5-8 edge -> hub replication, backlog catch-up, snapshots
+ *                       models       9-11 model serving: predict latency, batched throughput, hot swaps
  *   BENCH_QUICK=1     small sizes everywhere: a smoke run (docs are not written)
  *   BENCH_BIG_MB=N    size of benchmark 4's file in MiB (default 2048; 0 skips benchmark 4)
  */
 import path from 'node:path'
 import { ROOT } from '../test/harness/index.ts'
 import { benchBigFile, benchFiles } from './files.ts'
+import { benchModels, describeModels, type ModelSettings } from './models.ts'
 import { describeReplication, benchReplication, type ReplicationSettings } from './replication.ts'
 import { loadAverage, machine, printResults, writeDoc, type GroupRun, type Results } from './report.ts'
 import { startStack, withScope, type Scope, type Stack } from './stack.ts'
 import { benchGetLatency, benchImport, benchSinglePuts } from './tables.ts'
 
 /** The groups BENCH_ONLY selects from, in the order they run and appear in the doc. */
-const GROUPS = ['tables', 'files', 'memory', 'replication'] as const
+const GROUPS = ['tables', 'files', 'memory', 'replication', 'models'] as const
 type Group = (typeof GROUPS)[number]
 
 interface Settings {
@@ -37,6 +39,7 @@ interface Settings {
   fileMiB: number
   bigMiB: number
   replication: ReplicationSettings
+  models: ModelSettings
 }
 
 function selectedGroups(): Group[] {
@@ -59,10 +62,12 @@ function settings(): Settings {
     ? {
         quick, groups, records: 5_000, puts: 200, gets: 1_000, getWarmup: 200, fileMiB: 16, bigMiB,
         replication: { records: 10_000, fileMiB: 16, backlog: 20_000, outageMs: 10_000, snapshotAt: [10_000, 50_000], snapshots: 10 },
+        models: { calls: 500, warmup: 100, requests: 2_000, batches: 500, bigRequests: 300, bigBatches: 10, swaps: 2 },
       }
     : {
         quick, groups, records: 100_000, puts: 2_000, gets: 5_000, getWarmup: 1_000, fileMiB: 256, bigMiB,
         replication: { records: 100_000, fileMiB: 256, backlog: 100_000, outageMs: 10_000, snapshotAt: [10_000, 1_000_000], snapshots: 20 },
+        models: { calls: 5_000, warmup: 1_000, requests: 30_000, batches: 10_000, bigRequests: 4_000, bigBatches: 100, swaps: 6 },
       }
 }
 
@@ -78,6 +83,8 @@ function describe(s: Settings, g: Group): string {
       return `${quick}${s.bigMiB} MiB file`
     case 'replication':
       return `${quick}${describeReplication(s.replication)}`
+    case 'models':
+      return `${quick}${describeModels(s.models)}`
   }
 }
 
@@ -86,6 +93,7 @@ const TITLES: Record<Group, string> = {
   files: 'Files (3)',
   memory: 'Node memory (4)',
   replication: 'Replication between sites (5-8)',
+  models: 'Model serving (9-11)',
 }
 
 /** Runs one step, saying what it is doing and how long it took (progress on a long run). */
@@ -149,6 +157,7 @@ async function main(): Promise<void> {
     }),
   )
   await group('replication', () => withScope((scope) => benchReplication(scope, s.replication, step)))
+  await group('models', () => withScope((scope) => benchModels(scope, s.models, step)))
 
   const seconds = (performance.now() - started) / 1000
   printResults({

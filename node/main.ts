@@ -178,7 +178,8 @@ export class FabricNode {
       site: c.node.site,
       nodeId: this.id,
       role: () => nats.role,
-      api: () => this.api?.address ?? '',
+      // The API starts last: heartbeats sent before it listens carry no address yet.
+      api: () => (this.api?.listening ? this.api.address : ''),
       version: this.version,
       held: () => data.held(),
       volumes: () => catalog.listVolumes(),

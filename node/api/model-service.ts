@@ -29,8 +29,12 @@ const STATE_MSG: Record<ServedVersion['state'], VersionState> = {
   failed: VersionState.FAILED,
 }
 
-/** PredictStream: requests in flight on one call at most (answers keep the request order). */
-const STREAM_IN_FLIGHT = 64
+/**
+ * PredictStream: requests in flight on one call at most (answers keep the request order). Twice
+ * the largest useful batch of most deployments, so that one stream can fill the next batch while
+ * the current one runs.
+ */
+const STREAM_IN_FLIGHT = 128
 
 /** A request's tensors, checked: each named once, with a type and dims that fit its data. */
 function inputsOf(tensors: PredictRequest['inputs']): Record<string, Tensor> {

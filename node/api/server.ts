@@ -47,6 +47,10 @@ export class ApiServer implements Service {
   }
 
   /** "host:port" the server listens on (the real port when 0 was asked for). */
+  get listening(): boolean {
+    return this.boundPort !== undefined
+  }
+
   get address(): string {
     if (this.boundPort === undefined) throw new Error('ApiServer is not listening')
     return formatHostPort({ host: this.o.listen.host, port: this.boundPort })
