@@ -1,5 +1,35 @@
 /** Timing, percentiles and process memory sampling for the benchmarks. */
 import { readFile } from 'node:fs/promises'
+import { setTimeout as delay } from 'node:timers/promises'
+
+/** Linux's USER_HZ, the unit of /proc/<pid>/stat's CPU times (`getconf CLK_TCK`). */
+export const TICKS_PER_SECOND = 100
+
+/** CPU time (user + system, clock ticks) a process has used, from /proc/<pid>/stat (Linux). */
+export async function cpuTicks(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0)
+}
+
+/**
+ * Resolves once the processes together used at most `ticks` of CPU over a window of `windowMs`
+ * (quiet: e.g. LevelDB done compacting after a big import), or after timeoutMs; with the seconds
+ * it waited (a long wait means the figures that follow ran on a busy machine).
+ */
+export async function settle(pids: number[], o: { windowMs: number; ticks: number; timeoutMs: number }): Promise<number> {
+  const total = async () => (await Promise.all(pids.map(cpuTicks))).reduce((a, b) => a + b, 0)
+  const started = performance.now()
+  let before = await total()
+  while (performance.now() - started < o.timeoutMs) {
+    await delay(o.windowMs)
+    const now = await total()
+    if (now - before <= o.ticks) break
+    before = now
+  }
+  return (performance.now() - started) / 1000
+}
 
 /** Runs fn and returns its result with the wall time it took, in seconds. */
 export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {

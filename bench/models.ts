@@ -12,16 +12,14 @@
  * process like the node, with fabric's request and response sizes.
  */
 import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf'
-import { readFile } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type * as Ort from 'onnxruntime-node'
 import { createClient, type Client } from '../node/api/index.ts'
-import { tensorFromBytes } from '../node/models/index.ts'
-import { ortSessionOptions } from '../node/models/ort-options.ts'
+import { ortSessionOptions, tensorFromBytes } from '../node/models/index.ts'
 import { ElementType, ModelService, PredictRequestSchema, PredictResponseSchema, type PredictResponse } from '../proto/gen/fabric/v1/model_pb.ts'
 import { poll, startNode, type NodeProcess } from '../test/harness/index.ts'
 import { echoClient, startEchoServer } from './echo.ts'
-import { quantile, timed } from './measure.ts'
+import { cpuTicks, quantile, settle as settleAll, timed, TICKS_PER_SECOND } from './measure.ts'
 import { MLP_LAYERS, mlpModel, seededFloats } from './mlp.ts'
 import { fmt, type Comparison, type Figure, type Results } from './report.ts'
 import type { Scope } from './stack.ts'
@@ -45,8 +43,6 @@ const SWAP_GAP_MS = 250
 /** Before each timed run the node must be quiet: at most QUIET_TICKS of CPU over QUIET_WINDOW_MS. */
 const QUIET_WINDOW_MS = 300
 const QUIET_TICKS = 3
-/** Linux's USER_HZ, the unit of /proc/<pid>/stat's CPU times (`getconf CLK_TCK`). */
-const TICKS_PER_SECOND = 100
 /** Relative tolerance when fabric's answers are checked against the in-process ones. */
 const TOLERANCE = 1e-5
 
@@ -146,24 +142,9 @@ async function deploy(ctx: Context, model: string, version: string, batching: { 
   await poll(`${model} version ${version} to answer`, () => ctx.models.predict(predictRequest(model, row)).then((r) => r.version === version, () => false), 60_000, 20)
 }
 
-/** CPU time (user + system, clock ticks) a process has used, from /proc/<pid>/stat (Linux). */
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
-  // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0)
-}
-
-/** Waits (at most timeoutMs) until the node uses next to no CPU: the previous run has drained. */
-async function settle(node: NodeProcess, timeoutMs = 10_000): Promise<void> {
-  const started = performance.now()
-  let before = await cpuTicks(node.pid)
-  while (performance.now() - started < timeoutMs) {
-    await delay(QUIET_WINDOW_MS)
-    const now = await cpuTicks(node.pid)
-    if (now - before <= QUIET_TICKS) return
-    before = now
-  }
+/** Before each timed run the node must be quiet (bench/measure.ts settle). */
+function settle(node: NodeProcess, timeoutMs = 10_000): Promise<number> {
+  return settleAll([node.pid], { windowMs: QUIET_WINDOW_MS, ticks: QUIET_TICKS, timeoutMs })
 }
 
 /**

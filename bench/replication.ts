@@ -12,7 +12,6 @@
  * same way (leafnode through a proxy), with a plain mirror at the hub of a stream at the edge,
  * fed the same record bytes or the same 256 KiB pieces.
  */
-import { readFile } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import { createClient, type Client } from '../node/api/index.ts'
@@ -25,7 +24,7 @@ import { freePort, poll, startNode, type NodeProcess } from '../test/harness/ind
 import { startProxy, type Proxy } from '../test/harness/proxy.ts'
 import { content, contentSha256, MiB, record } from './content.ts'
 import { putMessages } from './files.ts'
-import { mbps, quantile } from './measure.ts'
+import { cpuTicks, mbps, quantile, settle as settleAll, TICKS_PER_SECOND } from './measure.ts'
 import { rawBacklogCatchUp, rawMirrorThroughput, recordMessages, startRawSites, PUBLISH_WINDOW, type RawSites } from './replication-raw.ts'
 import { fmt, type Comparison, type Figure, type Results } from './report.ts'
 import type { Scope } from './stack.ts'
@@ -45,8 +44,6 @@ const SNAPSHOT_WARMUP = 3
  */
 const QUIET_WINDOW_MS = 500
 const QUIET_TICKS = 5
-/** Linux's USER_HZ, the unit of /proc/<pid>/stat's CPU times (`getconf CLK_TCK`). */
-const TICKS_PER_SECOND = 100
 
 export interface ReplicationSettings {
   /** Records for benchmark 5. */
@@ -197,30 +194,13 @@ async function hubCaughtUp(f: FabricSites, path: string, timeoutMs: number): Pro
   await poll(`the hub to catch up with ${path}`, async () => (await hubNow(f, path)).applied >= end, timeoutMs, 50)
 }
 
-/** CPU time (user + system, clock ticks) a process has used, from /proc/<pid>/stat (Linux). */
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
-  // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0)
-}
-
 /**
  * Resolves once both nodes and their nats-servers are quiet, or after timeoutMs (then says how
  * long it waited: the figures that follow ran on a busy machine).
  */
-async function settle(f: FabricSites, timeoutMs = 30_000): Promise<number> {
+function settle(f: FabricSites, timeoutMs = 30_000): Promise<number> {
   const pids = [f.hub.pid, f.edge.pid, f.hub.natsPid(), f.edge.natsPid()].filter((p): p is number => p !== undefined)
-  const total = async () => (await Promise.all(pids.map(cpuTicks))).reduce((a, b) => a + b, 0)
-  const started = performance.now()
-  let before = await total()
-  while (performance.now() - started < timeoutMs) {
-    await delay(QUIET_WINDOW_MS)
-    const now = await total()
-    if (now - before <= QUIET_TICKS) break
-    before = now
-  }
-  return (performance.now() - started) / 1000
+  return settleAll(pids, { windowMs: QUIET_WINDOW_MS, ticks: QUIET_TICKS, timeoutMs })
 }
 
 // ---- what the edge writes ----

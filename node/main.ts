@@ -172,8 +172,9 @@ export class FabricNode {
     })
     this.catalog = catalog
     this.data = data
-    let models: ModelServer | undefined
-    const sites = new Sites({
+    // Sites and the model server each ask the other at run time (heartbeats carry what is served;
+    // forwarding reads the heartbeats), never while being built.
+    const sites: Sites = new Sites({
       bus,
       site: c.node.site,
       nodeId: this.id,
@@ -183,7 +184,7 @@ export class FabricNode {
       version: this.version,
       held: () => data.held(),
       volumes: () => catalog.listVolumes(),
-      models: () => models?.report() ?? [],
+      models: () => serving.report(),
       log: log.child({ subsystem: 'sites' }),
     })
     this.sites = sites
@@ -196,7 +197,7 @@ export class FabricNode {
       validationTimeoutMs: c.models.validationTimeoutMs,
       log: log.child({ subsystem: 'models' }),
     })
-    models = new ModelServer({
+    const serving: ModelServer = new ModelServer({
       catalog,
       data,
       bus,
@@ -210,7 +211,6 @@ export class FabricNode {
       },
       log: log.child({ subsystem: 'models' }),
     })
-    const serving = models
     this.http = new HttpServer({
       listen: c.http.listen,
       log: log.child({ subsystem: 'http' }),
@@ -230,7 +230,7 @@ export class FabricNode {
       .add(TableService, tableServiceImpl(data))
       .add(FileService, fileServiceImpl(data))
       .add(StreamService, streamServiceImpl(data))
-      .add(ModelService, modelServiceImpl(registry, serving, catalog, () => sites.listNodes()))
+      .add(ModelService, modelServiceImpl(registry, serving, catalog))
     this.registerMetrics()
 
     const domain = (name: string, s: { start(): Promise<void>; stop(): Promise<void> }): Service => ({ name, start: () => s.start(), stop: () => s.stop() })

@@ -17,7 +17,7 @@ import { CHUNK_BYTES } from '../datasets/index.ts'
 import { FabricError } from '../errors/index.ts'
 import type { ElementType, Signature, Tensor, TensorSpec } from '../models/index.ts'
 import type { ModelRegistry, ModelServer, PredictCall, PredictResult } from '../serving/index.ts'
-import type { NodeView, ServedVersion } from '../sites/index.ts'
+import type { ServedVersion } from '../sites/index.ts'
 import type { ServiceImpl } from './adapter.ts'
 import { splitFirst, toServiceError } from './adapter.ts'
 import { ELEMENT_TYPE_MSG, tensorMsg, tensorOf } from './tensors.ts'
@@ -129,7 +129,7 @@ async function* ordered<T, R>(source: AsyncIterable<T>, fn: (item: T) => Promise
   }
 }
 
-export function modelServiceImpl(registry: ModelRegistry, server: ModelServer, catalog: Catalog, nodes: () => NodeView[]): ServiceImpl<typeof ModelService> {
+export function modelServiceImpl(registry: ModelRegistry, server: ModelServer, catalog: Catalog): ServiceImpl<typeof ModelService> {
   return {
     publishModel: async (reqs) => {
       const { first, rest } = await splitFirst(reqs)
@@ -192,18 +192,14 @@ export function modelServiceImpl(registry: ModelRegistry, server: ModelServer, c
       return d ? { deployment: deploymentMsg(d) } : {}
     },
     getModelStatus: async (req) => {
-      if (catalog.modelVersions(req.model).length === 0) throw FabricError.notFound(`model ${req.model} does not exist`, { details: { model: req.model } })
-      const d = catalog.deployment(req.model)
-      const out = []
-      for (const n of nodes()) {
-        const m = n.models?.find((x) => x.name === req.model)
-        const deployedHere = d && (d.allSites || d.sites.includes(n.site))
-        if (!m && !deployedHere) continue
-        out.push({
+      const { deployment, nodes } = server.status(req.model)
+      return {
+        ...(deployment ? { deployment: deploymentMsg(deployment) } : {}),
+        nodes: nodes.map(({ node: n, versions }) => ({
           site: n.site,
           node: n.node,
           connected: n.connected,
-          versions: (m?.versions ?? []).map((v) => ({
+          versions: versions.map((v) => ({
             version: v.version,
             state: STATE_MSG[v.state],
             error: v.error ?? '',
@@ -214,9 +210,8 @@ export function modelServiceImpl(registry: ModelRegistry, server: ModelServer, c
             shadow: v.shadow,
             shadowDiffered: BigInt(v.differed),
           })),
-        })
+        })),
       }
-      return { ...(d ? { deployment: deploymentMsg(d) } : {}), nodes: out }
     },
     predict: async (req) => resultMsg(await server.predict(callOf(req))),
     predictStream: (reqs, ctx) =>

@@ -36,4 +36,5 @@ export {
 export { elementTypeName, inspectOnnx, refuseExternalData, type OnnxInfo, type OnnxValue } from './onnx.ts'
 export { MIN_VALIDATION_MEMORY_BYTES, validateModel, type ValidatedModel, type ValidationLimits } from './validate.ts'
 export { loadSession, type ModelSession, type SessionOptions } from './session.ts'
+export { ortSessionOptions } from './ort-options.ts'
 export { Batcher, concatBatch, splitBatch, type Batch, type BatcherOptions, type Runner } from './batcher.ts'

@@ -165,8 +165,8 @@ export class ModelRegistry {
     parseModelName(name)
     checkVersion(version)
     const m = await this.o.catalog.removeModel(name, version)
-    const sharedBytes = this.o.catalog.listModels().some((x) => x.path === m.path)
-    if (!sharedBytes) await this.o.data.deleteFile(m.path).catch((err: unknown) => this.o.log.warn({ err, path: m.path }, 'could not remove the bytes of a removed model version'))
+    // Each version has a path of its own (version and hash in the name): no other refers to it.
+    await this.o.data.deleteFile(m.path).catch((err: unknown) => this.o.log.warn({ err, path: m.path }, 'could not remove the bytes of a removed model version'))
   }
 
   /** Sets a model's deployment, checked against the catalog (versions, sites, batching). */

@@ -143,7 +143,13 @@ export class ModelServer {
       if (!h) timers.set(tk, (h = duration.labels(model, version)))
       h.observe(ms / 1000)
     }
-    this.observeShadow = (model, version, outcome) => shadow.labels(model, version, outcome).inc()
+    const shadows = new Map<string, { inc(): void }>()
+    this.observeShadow = (model, version, outcome) => {
+      const key = `${model}\0${version}\0${outcome}`
+      let c = shadows.get(key)
+      if (!c) shadows.set(key, (c = shadow.labels(model, version, outcome)))
+      c.inc()
+    }
     o.metrics.gauge('fabric_model_versions', 'Model versions on this node by state (waiting for bytes, loading, ready, failed).', {
       labelNames: ['model', 'version', 'state'] as const,
       collect: (g) => {
@@ -198,6 +204,21 @@ export class ModelServer {
       })
     }
     return out
+  }
+
+  /**
+   * Every node (heard from, or this one) that serves the model or is at a site it is deployed to,
+   * with what it says about each version (its heartbeat). NOT_FOUND for a model that does not exist.
+   */
+  status(model: string): { deployment: DeploymentEntry | undefined; nodes: Array<{ node: NodeView; versions: ServedVersion[] }> } {
+    if (this.o.catalog.modelVersions(model).length === 0) throw FabricError.notFound(`model ${model} does not exist`, { details: { model } })
+    const d = this.o.catalog.deployment(model)
+    const nodes = []
+    for (const n of this.o.nodes()) {
+      const m = n.models?.find((x) => x.name === model)
+      if (m || (d && (d.allSites || d.sites.includes(n.site)))) nodes.push({ node: n, versions: m?.versions ?? [] })
+    }
+    return { deployment: d, nodes }
   }
 
   // ---- loading ----
@@ -298,24 +319,30 @@ export class ModelServer {
   /** Loads a version once its bytes are at this site (checked against the published hash). */
   private async load(model: string, l: Loaded): Promise<void> {
     const { entry } = l
-    let bytes: Uint8Array
+    // Bytes (or some of their chunks) not replicated here yet, or the volume not open yet: wait.
+    const waiting = (err: unknown) => {
+      l.state = 'waiting'
+      l.error = `waiting for its bytes (${entry.path}) to reach site ${this.o.site}: ${FabricError.from(err).message}`
+      l.nextTryMs = Date.now()
+    }
+    const meta = await this.o.data.statFile(entry.path).catch((err: unknown) => void waiting(err))
+    if (!meta) return
+    if (meta.sha256 !== entry.sha256) {
+      l.state = 'failed'
+      l.error = `the bytes at ${entry.path} have sha256 ${meta.sha256}, not the published ${entry.sha256}`
+      l.nextTryMs = Date.now() + FAILED_RETRY_MS
+      return
+    }
+    l.state = 'loading'
+    const bytes = new Uint8Array(meta.size)
     try {
-      const meta = await this.o.data.statFile(entry.path)
-      if (meta.sha256 !== entry.sha256) throw FabricError.failedPrecondition(`the bytes at ${entry.path} have sha256 ${meta.sha256}, not the published ${entry.sha256}`)
-      l.state = 'loading'
-      bytes = new Uint8Array(meta.size)
       let at = 0
       for await (const chunk of this.o.data.readFile(meta)) {
         bytes.set(chunk, at)
         at += chunk.length
       }
     } catch (err) {
-      // Not replicated here yet (or the volume not open yet): wait for it.
-      const fe = FabricError.from(err)
-      l.state = fe.code === 'FAILED_PRECONDITION' && /sha256/.test(fe.message) ? 'failed' : 'waiting'
-      l.error = l.state === 'waiting' ? `waiting for its bytes (${entry.path}) to reach site ${this.o.site}: ${fe.message}` : fe.message
-      l.nextTryMs = Date.now() + (l.state === 'failed' ? FAILED_RETRY_MS : 0)
-      return
+      return waiting(err)
     }
     try {
       l.session = await loadSession(bytes, this.o.session)
